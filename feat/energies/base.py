@@ -19,8 +19,10 @@ __all__ = ["Energy", "FunctionEnergy", "check_batch"]
 def check_batch(x: Tensor, event_shape: tuple[int, ...], name: str = "x") -> None:
     """Raise a ``ValueError`` unless ``x`` has shape ``(batch, *event_shape)``, batch >= 1."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}. "
-                        "Convert arrays with torch.as_tensor(...).")
+        raise TypeError(
+            f"{name} must be a torch.Tensor; got {type(x).__name__}. "
+            "Convert arrays with torch.as_tensor(...)."
+        )
     expected = "(batch, " + ", ".join(str(n) for n in event_shape) + ")"
     if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != tuple(event_shape):
         raise ValueError(f"{name} must have shape {expected}; got {tuple(x.shape)}.")
@@ -49,7 +51,8 @@ class Energy(abc.ABC):
             raise ValueError(
                 f"{type(self).__name__} returned shape {got} for a batch of {x.shape[0]}; a "
                 f"reduced potential must return shape ({x.shape[0]},). If it returns (B, 1), "
-                "squeeze the last dimension.")
+                "squeeze the last dimension."
+            )
         return u
 
     def score(self, x: Tensor) -> Tensor:
@@ -92,8 +95,12 @@ class FunctionEnergy(Energy):
     tensor([0., 0.])
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], event_shape: tuple[int, ...] | int,
-                 log_z: float | None = None):
+    def __init__(
+        self,
+        fn: Callable[[Tensor], Tensor],
+        event_shape: tuple[int, ...] | int,
+        log_z: float | None = None,
+    ):
         if not callable(fn):
             raise TypeError(f"fn must be callable; got {type(fn).__name__}.")
         self.fn = fn

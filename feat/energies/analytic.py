@@ -1,0 +1,145 @@
+"""Analytic energies with exact normalisers and exact samplers: Gaussians and Gaussian mixtures.
+
+These are the exact test cases of the project: a pair of them has a known
+``ΔF = F_b − F_a = −(log Z_b − log Z_a)`` in kT.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Energy
+
+__all__ = ["Gaussian", "GaussianMixture", "gmm_pair", "softplus"]
+
+
+def softplus(v: float) -> float:
+    """``log(1 + e^v)``, the paper's parameterisation of the GMM widths."""
+    return math.log1p(math.exp(v))
+
+
+class Gaussian(Energy):
+    """``u(x) = ½ (x − μ)ᵀ Σ⁻¹ (x − μ)`` in kT, a Gaussian with full covariance.
+
+    Parameters
+    ----------
+    mean : Tensor, shape (d,)
+    cov : Tensor, shape (d, d), symmetric positive definite.
+
+    ``log_z() = (d/2) log 2π + ½ log det Σ`` exactly; :meth:`sample` draws exact samples.
+    """
+
+    def __init__(self, mean: Tensor, cov: Tensor):
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+        d = mean.shape[0] if mean.dim() == 1 else -1
+        if mean.dim() != 1 or tuple(cov.shape) != (d, d):
+            raise ValueError(
+                f"mean must have shape (d,) and cov (d, d); got {tuple(mean.shape)} "
+                f"and {tuple(cov.shape)}."
+            )
+        if not torch.allclose(cov, cov.T):
+            raise ValueError("cov must be symmetric; got an asymmetric matrix. Use (C + C.T) / 2.")
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if info.item() != 0:
+            raise ValueError("cov must be positive definite; its Cholesky factorisation failed.")
+        self.mean, self.cov, self.chol = mean, cov, chol
+        self.precision = torch.cholesky_inverse(chol)
+        self.event_shape = (d,)
+
+    def energy(self, x: Tensor) -> Tensor:
+        r = x - self.mean.to(x)
+        return 0.5 * ((r @ self.precision.to(x)) * r).sum(-1)
+
+    def score(self, x: Tensor) -> Tensor:
+        return -(x - self.mean.to(x)) @ self.precision.to(x)
+
+    def log_z(self) -> float:
+        d = self.event_shape[0]
+        return 0.5 * d * math.log(2 * math.pi) + torch.log(torch.diagonal(self.chol)).sum().item()
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Exact samples, shape (n, d), float64."""
+        z = torch.randn(n, self.event_shape[0], generator=generator, dtype=torch.float64)
+        return self.mean + z @ self.chol.T
+
+
+class GaussianMixture(Energy):
+    """``u(x) = −log Σ_k w_k N(x; μ_k, diag σ_k²)``: a normalised mixture, so ``log Z = 0``.
+
+    Parameters
+    ----------
+    means : Tensor, shape (K, d)
+    stds : Tensor, shape (K,) (isotropic components) or (K, d)
+    weights : Tensor, shape (K,), optional; positive, normalised here. Equal weights by default.
+    """
+
+    def __init__(self, means: Tensor, stds: Tensor | float, weights: Tensor | None = None):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.dim() != 2:
+            raise ValueError(f"means must have shape (K, d); got {tuple(means.shape)}.")
+        k, d = means.shape
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        stds = stds.expand(k).clone() if stds.dim() == 0 else stds
+        stds = stds[:, None].expand(k, d) if stds.dim() == 1 else stds
+        if tuple(stds.shape) != (k, d) or bool((stds <= 0).any()):
+            raise ValueError(f"stds must be positive with shape (K,) or (K, d) = ({k}, {d}).")
+        weights = (
+            torch.full((k,), 1.0 / k, dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64)
+        )
+        if tuple(weights.shape) != (k,) or bool((weights <= 0).any()):
+            raise ValueError(
+                f"weights must be positive with shape ({k},); got {tuple(weights.shape)}."
+            )
+        self.means, self.stds = means, stds.contiguous()
+        self.log_weights = torch.log(weights / weights.sum())
+        self.event_shape = (d,)
+
+    def _component_log_density(self, x: Tensor) -> Tensor:
+        """``log w_k + log N(x; μ_k, σ_k²)``, shape (batch, K)."""
+        mu, sd = self.means.to(x), self.stds.to(x)
+        r = (x[:, None, :] - mu) / sd
+        log_norm = -torch.log(sd).sum(-1) - 0.5 * self.event_shape[0] * math.log(2 * math.pi)
+        return self.log_weights.to(x) + log_norm - 0.5 * (r * r).sum(-1)
+
+    def energy(self, x: Tensor) -> Tensor:
+        return -torch.logsumexp(self._component_log_density(x), dim=-1)
+
+    def score(self, x: Tensor) -> Tensor:
+        resp = torch.softmax(self._component_log_density(x), dim=-1)
+        mu, var = self.means.to(x), self.stds.to(x) ** 2
+        return (resp[:, :, None] * (mu - x[:, None, :]) / var).sum(1)
+
+    def log_z(self) -> float:
+        return 0.0
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Exact samples, shape (n, d), float64."""
+        k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.event_shape[0], generator=generator, dtype=torch.float64)
+        return self.means[k] + self.stds[k] * z
+
+
+def gmm_pair(
+    dim: int = 40,
+    n_a: int = 40,
+    n_b: int = 16,
+    std_a: float = softplus(-2.0),
+    std_b: float = softplus(-3.0),
+    box: float = 2.0,
+    seed: int = 0,
+) -> tuple[GaussianMixture, GaussianMixture]:
+    """The paper's GMM pair (METHOD §7): means uniform in [−box, box]^dim, ΔF = 0 exactly.
+
+    Defaults give GMM-40; ``gmm_pair(dim=100)`` gives GMM-100. The means come from a private
+    ``torch.Generator`` seeded with ``seed``; the global RNG is never touched.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    means_a = (torch.rand(n_a, dim, generator=g, dtype=torch.float64) * 2 - 1) * box
+    means_b = (torch.rand(n_b, dim, generator=g, dtype=torch.float64) * 2 - 1) * box
+    return GaussianMixture(means_a, std_a), GaussianMixture(means_b, std_b)

@@ -1,0 +1,51 @@
+"""Multilayer-perceptron fields for flat or any-shaped states."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .embedding import FourierTimeEmbedding
+from .field import Field
+
+__all__ = ["MLPField"]
+
+
+class MLPField(Field):
+    """``v(t, x) = scale · MLP([flatten(x), emb(t)])`` reshaped to the event shape.
+
+    Parameters
+    ----------
+    event_shape : the state's shape without the batch, e.g. (40,).
+    hidden, depth : width and number of hidden layers (SiLU activations).
+    scale : fixed output scale so the network itself predicts O(1) numbers.
+
+    Parameters are float32 by default; inputs of any dtype are cast in and the output cast back.
+    """
+
+    def __init__(
+        self,
+        event_shape: tuple[int, ...] | int,
+        hidden: int = 256,
+        depth: int = 4,
+        n_frequencies: int = 8,
+        scale: float = 1.0,
+    ):
+        super().__init__()
+        self.event_shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+        d = math.prod(self.event_shape)
+        self.embed = FourierTimeEmbedding(n_frequencies)
+        layers, width = [], d + self.embed.dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        layers.append(nn.Linear(width, d))
+        self.net = nn.Sequential(*layers)
+        self.scale = float(scale)
+
+    def field(self, t: Tensor, x: Tensor) -> Tensor:
+        dtype = self.net[0].weight.dtype
+        h = torch.cat([x.flatten(1).to(dtype), self.embed(t.to(dtype))], dim=-1)
+        return (self.scale * self.net(h)).reshape(x.shape).to(x.dtype)

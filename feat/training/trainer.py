@@ -1,0 +1,190 @@
+"""The trainer: learns velocity ``b`` and score ``s`` from a two-state problem (METHOD §3)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..fields.field import Field
+from ..interpolants.couplings import Coupling, IndependentCoupling, MinibatchOTCoupling
+from ..interpolants.interpolant import Interpolant
+from ..losses import LossTerms, interpolant_loss
+from ..problem import TwoStateProblem
+from .ema import EMA
+
+__all__ = ["TrainingConfig", "TrainingRecord", "Trainer"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training settings (the paper's defaults where it states them).
+
+    steps, batch_size : Adam steps and end-state pairs per step.
+    lr, lr_final : learning rate, cosine-annealed to ``lr_final`` (equal values: constant).
+    grad_clip : gradient-norm clip per network.  ema_decay : weight averaging for estimation.
+    tsm_weight : weight of target score matching (0 turns it off).
+    coupling : "independent" or "ot" (minibatch optimal transport).
+    """
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_final: float = 1e-3
+    grad_clip: float = 5.0
+    ema_decay: float = 0.995
+    tsm_weight: float = 0.1
+    coupling: str = "independent"
+
+    def __post_init__(self):
+        checks = {
+            "steps": self.steps >= 0,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "lr_final": self.lr_final > 0,
+            "grad_clip": self.grad_clip > 0,
+            "ema_decay": 0 <= self.ema_decay < 1,
+            "tsm_weight": self.tsm_weight >= 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"training.{key} is out of range: got {getattr(self, key)!r}.")
+        if self.coupling not in ("independent", "ot"):
+            raise ValueError(
+                f"training.coupling must be 'independent' or 'ot'; got {self.coupling!r}."
+            )
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """One logged step: losses (floats), gradient norms before clipping, skipped steps so far."""
+
+    step: int
+    losses: dict
+    grad_norm_velocity: float
+    grad_norm_score: float
+    n_skipped: int
+    seconds: float
+
+
+def _coupling(name: str) -> Coupling:
+    return MinibatchOTCoupling() if name == "ot" else IndependentCoupling()
+
+
+@dataclass
+class Trainer:
+    """Adam on velocity and score networks, per-network clipping, EMA, non-finite steps skipped.
+
+    The live networks are ``velocity`` and ``score``; estimation uses ``velocity_ema`` and
+    ``score_ema``. All randomness comes from ``generator``.
+    """
+
+    problem: TwoStateProblem
+    velocity: Field
+    score: Field
+    config: TrainingConfig = field(default_factory=TrainingConfig)
+    interpolant: Interpolant = field(default_factory=Interpolant)
+    generator: torch.Generator | None = None
+    step: int = 0
+    n_skipped: int = 0
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.generator = self.generator or torch.Generator().manual_seed(0)
+        c = self.config
+        self.optimizers = {
+            k: torch.optim.Adam(getattr(self, k).parameters(), lr=c.lr)
+            for k in ("velocity", "score")
+        }
+        self.emas = {k: EMA(getattr(self, k), c.ema_decay) for k in ("velocity", "score")}
+        self.coupling = _coupling(c.coupling)
+        dtype = next(self.velocity.parameters()).dtype
+        self._x_a, self._x_b = self.problem.x_a.to(dtype), self.problem.x_b.to(dtype)
+        s_a, s_b = self.problem.scores() if c.tsm_weight > 0 else (None, None)
+        self._s_a = s_a.to(dtype) if s_a is not None else None
+        self._s_b = s_b.to(dtype) if s_b is not None else None
+
+    @property
+    def velocity_ema(self) -> nn.Module:
+        return self.emas["velocity"].averaged
+
+    @property
+    def score_ema(self) -> nn.Module:
+        return self.emas["score"].averaged
+
+    def _lr(self, step: int) -> float:
+        c = self.config
+        frac = min(step / max(c.steps, 1), 1.0)
+        return c.lr_final + 0.5 * (c.lr - c.lr_final) * (1 + math.cos(math.pi * frac))
+
+    def _batch(self):
+        n, g = self.config.batch_size, self.generator
+        ia = torch.randint(0, self._x_a.shape[0], (n,), generator=g)
+        ib = torch.randint(0, self._x_b.shape[0], (n,), generator=g)
+        ib = ib[self.coupling(self._x_a[ia], self._x_b[ib])]
+        s = (self._s_a[ia], self._s_b[ib]) if self._s_a is not None else (None, None)
+        return self._x_a[ia], self._x_b[ib], s
+
+    def loss(self) -> LossTerms:
+        """The total loss on one fresh minibatch (with gradients)."""
+        x_a, x_b, (s_a, s_b) = self._batch()
+        smp = self.interpolant.sample(x_a, x_b, self.generator)
+        b_p, b_m = self.velocity(smp.t, smp.x_plus), self.velocity(smp.t, smp.x_minus)
+        s_p, s_m = self.score(smp.t, smp.x_plus), self.score(smp.t, smp.x_minus)
+        return interpolant_loss(b_p, b_m, s_p, s_m, smp, s_a, s_b, self.config.tsm_weight)
+
+    def train_step(self) -> TrainingRecord:
+        """One optimisation step; a non-finite loss is skipped and counted, never applied."""
+        t0 = time.perf_counter()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+            for group in opt.param_groups:
+                group["lr"] = self._lr(self.step)
+        terms = self.loss()
+        norms = {"velocity": math.nan, "score": math.nan}
+        if torch.isfinite(terms.total):
+            terms.total.backward()
+            for k, opt in self.optimizers.items():
+                module = getattr(self, k)
+                norms[k] = float(
+                    nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+                )
+                opt.step()
+                self.emas[k].update(module)
+        else:
+            self.n_skipped += 1
+        self.step += 1
+        return TrainingRecord(
+            self.step,
+            terms.items(),
+            norms["velocity"],
+            norms["score"],
+            self.n_skipped,
+            time.perf_counter() - t0,
+        )
+
+    def train(
+        self,
+        steps: int | None = None,
+        *,
+        log_every: int = 50,
+        progress: bool = True,
+        callback: Callable[[Trainer], None] | None = None,
+        callback_every: int = 0,
+    ) -> list[TrainingRecord]:
+        """Run ``steps`` (default: up to ``config.steps``) steps; returns the logged records."""
+        steps = self.config.steps - self.step if steps is None else int(steps)
+        bar = tqdm(range(steps), disable=not progress, desc="train", dynamic_ncols=True)
+        for _ in bar:
+            rec = self.train_step()
+            if self.step % log_every == 0 or self.step == self.config.steps:
+                self.history.append(rec)
+                bar.set_postfix(loss=f"{rec.losses['total']:.3g}", skipped=self.n_skipped)
+            if callback is not None and callback_every and self.step % callback_every == 0:
+                callback(self)
+        return self.history

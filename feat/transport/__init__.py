@@ -1,0 +1,17 @@
+"""Transport: processes (SDE, ODE and their reversals), time grids, one integrator, works."""
+
+from .grid import TimeGrid
+from .integrator import TransportResult, forward_and_reverse, path_work, transport
+from .process import ODEProcess, Process, ReversedField, SDEProcess
+
+__all__ = [
+    "ODEProcess",
+    "Process",
+    "ReversedField",
+    "SDEProcess",
+    "TimeGrid",
+    "TransportResult",
+    "forward_and_reverse",
+    "path_work",
+    "transport",
+]
