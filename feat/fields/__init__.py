@@ -3,7 +3,7 @@
 from .embedding import FourierTimeEmbedding
 from .exact import GaussianInterpolantScore, GaussianInterpolantVelocity
 from .field import Field
-from .informed import EnergyInformedScore
+from .informed import EnergyInformedScore, EnergyInformedVelocity
 from .mlp import MLPField
 
 __all__ = [

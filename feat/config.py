@@ -1,0 +1,208 @@
+"""Validated configuration objects, read from TOML files only at the edge (CLI, pipeline).
+
+A run file has the sections ``[system]`` (what to compute: ``kind`` plus that kind's keys),
+``[fields]``, ``[training]``, ``[transport]`` and ``[estimate]``, a top-level ``seed``, and
+optional ``[presets.NAME.SECTION]`` tables that override the sections. Unknown keys are errors
+with a did-you-mean suggestion; wrong types name the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .training.trainer import TrainingConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ConfigError", "FieldsConfig", "TransportConfig", "EstimateConfig", "RunConfig",
+           "from_mapping", "load_run_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class FieldsConfig:
+    """Networks for ``b`` and ``s``: MLP width and depth, energy-informed parameterisations."""
+
+    hidden: int = 256
+    depth: int = 4
+    n_frequencies: int = 8
+    informed_score: bool = True
+    informed_velocity: bool = True
+
+    def __post_init__(self):
+        _check_range(self, "hidden", 1)
+        _check_range(self, "depth", 1)
+        _check_range(self, "n_frequencies", 1)
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """How the works are made: SDE (controlled Crooks) or ODE (escorted Jarzynski)."""
+
+    method: str = "sde"
+    eps: float = 0.01
+    n_points: int = 500
+    grid: str = "uniform"
+    n_forward: int = 2000
+    n_reverse: int = 2000
+    batch_size: int = 1000
+    divergence: str = "exact"
+
+    def __post_init__(self):
+        _check_choice(self, "method", ("sde", "ode"))
+        _check_choice(self, "grid", ("uniform", "ends_refined"))
+        _check_choice(self, "divergence", ("exact", "hutchinson"))
+        if self.method == "sde" and not self.eps > 0:
+            raise ConfigError(f"transport.eps must be > 0 for method 'sde'; got {self.eps}. "
+                              "Use method = 'ode' for deterministic transport.")
+        _check_range(self, "n_points", 2)
+        _check_range(self, "n_forward", 0)
+        _check_range(self, "n_reverse", 0)
+        _check_range(self, "batch_size", 1)
+        if self.n_forward + self.n_reverse == 0:
+            raise ConfigError("transport.n_forward and transport.n_reverse are both 0; "
+                              "ask for at least one trajectory.")
+
+
+@dataclass(frozen=True)
+class EstimateConfig:
+    """Estimator settings: bootstrap resamples and the NaN policy ('raise' or 'drop')."""
+
+    n_bootstrap: int = 200
+    nan_policy: str = "raise"
+
+    def __post_init__(self):
+        _check_range(self, "n_bootstrap", 0)
+        _check_choice(self, "nan_policy", ("raise", "drop"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``system`` is a kind-specific mapping validated by its builder."""
+
+    system: dict
+    name: str = "run"
+    seed: int = 0
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"fields": FieldsConfig, "training": TrainingConfig, "transport": TransportConfig,
+             "estimate": EstimateConfig}
+
+
+def _check_range(obj, key: str, low: float) -> None:
+    value = getattr(obj, key)
+    if value < low:
+        raise ConfigError(f"{_section(obj)}.{key} must be >= {low}; got {value!r}.")
+
+
+def _check_choice(obj, key: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, key)
+    if value not in choices:
+        raise ConfigError(f"{_section(obj)}.{key} must be one of {', '.join(map(repr, choices))}; "
+                          f"got {value!r}.")
+
+
+def _section(obj) -> str:
+    for name, cls in _SECTIONS.items():
+        if isinstance(obj, cls):
+            return name
+    return type(obj).__name__
+
+
+def unknown_key_error(key: str, allowed: typing.Iterable[str], where: str) -> ConfigError:
+    """A ConfigError for an unknown key, with a did-you-mean suggestion."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown key '{key}' in [{where}].{hint} Allowed: {', '.join(allowed)}.")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{where} must be of type {tp.__name__}; got {value!r} "
+                          f"({type(value).__name__}).")
+    return value
+
+
+def from_mapping(cls, data: dict, where: str):
+    """Build dataclass ``cls`` from a mapping, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table; got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise unknown_key_error(key, names, where)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve(data: dict, preset: str | None = None, overrides: dict | None = None) -> RunConfig:
+    """Apply a preset and overrides to a parsed run file and validate every section."""
+    data = dict(data)
+    presets = data.pop("presets", {})
+    if preset is not None:
+        if preset not in presets:
+            raise unknown_key_error(preset, presets or ["(none defined)"], "presets")
+        data = _merge(data, presets[preset])
+    data = _merge(data, overrides or {})
+    top = {"system", "name", "seed", "description", *_SECTIONS}
+    for key in data:
+        if key not in top:
+            raise unknown_key_error(key, top, "top level")
+    if "system" not in data or "kind" not in data["system"]:
+        raise ConfigError("the run file needs a [system] table with a 'kind' key.")
+    sections = {k: from_mapping(cls, data.get(k, {}), k) for k, cls in _SECTIONS.items()}
+    return RunConfig(system=dict(data["system"]), name=str(data.get("name", "run")),
+                     seed=_coerce(data.get("seed", 0), int, "seed"), **sections)
+
+
+def load_run_config(path: str | Path, preset: str | None = None,
+                    overrides: dict | None = None) -> RunConfig:
+    """Read a TOML run file (or a folder holding ``system.toml``) and resolve it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "system.toml"
+    if not path.is_file():
+        raise ConfigError(f"no run file at '{path}'. Give a system folder (with system.toml) or "
+                          "a .toml file, e.g. systems/gmm40.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"'{path}' is not valid TOML: {err}") from None
+    return resolve(data, preset, overrides)

@@ -1,0 +1,32 @@
+"""System specifications: the ``[system]`` table of a run file → a :class:`TwoStateProblem`.
+
+Each kind is a frozen dataclass whose fields are the table's keys and whose
+``build(generator)`` returns the problem; add a kind by listing it in ``KINDS``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ConfigError, from_mapping
+from ..problem import TwoStateProblem
+from .analytic import GaussianSpec, GMMSpec
+
+__all__ = ["GaussianSpec", "GMMSpec", "KINDS", "build_problem"]
+
+KINDS = {"gaussian": GaussianSpec, "gmm": GMMSpec}
+
+
+def build_problem(system: dict, generator: torch.Generator) -> TwoStateProblem:
+    """Validate a ``[system]`` table and build its problem (samples from ``generator``)."""
+    system = dict(system)
+    kind = system.pop("kind", None)
+    system.pop("description", None)
+    if kind not in KINDS:
+        import difflib
+
+        close = difflib.get_close_matches(str(kind), KINDS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"system.kind {kind!r} is not a known kind.{hint} "
+                          f"Known kinds: {', '.join(sorted(KINDS))}.")
+    return from_mapping(KINDS[kind], system, "system").build(generator)
