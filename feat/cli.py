@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,8 +16,9 @@ def _parse_set(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE (e.g. training.steps=500); "
-                              f"got {item!r}.")
+            raise ConfigError(
+                f"--set expects SECTION.KEY=VALUE (e.g. training.steps=500); got {item!r}."
+            )
         key, value = item.split("=", 1)
         section, name = key.rsplit(".", 1)
         try:
@@ -52,33 +52,49 @@ def _cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{args.preset or 'default'}"
     print(f"feat run {config.name} (preset {args.preset or 'default'}) → {out}", file=sys.stderr)
     print(_threads(args.threads), file=sys.stderr)
-    result = run(config, out, progress=not args.no_progress, device=args.device)
+    result = run(config, out, progress=not args.no_progress)
     print(result.estimate.summary())
     t = result.timings
-    print(f"training {t['training']:.0f} s, transport {t['transport']:.0f} s; "
-          f"results in {out / 'results.json'}", file=sys.stderr)
+    print(
+        f"training {t['training']:.0f} s, transport {t['transport']:.0f} s; "
+        f"results in {out / 'results.json'}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="feat", description=(
-        "Free-energy differences ΔF = F_b − F_a (in kT) between two thermodynamic states from "
-        "learned stochastic-interpolant transports (FEAT)."))
+    p = argparse.ArgumentParser(
+        prog="feat",
+        description=(
+            "Free-energy differences ΔF = F_b − F_a (in kT) between two thermodynamic states from "
+            "learned stochastic-interpolant transports (FEAT)."
+        ),
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train → transport → estimate on a system folder",
-                       description="Train the velocity and score fields on the end-state "
-                       "samples, run forward and reverse transports, and print ΔF ± σ with "
-                       "every estimator; writes config.json, checkpoint.pt, works.npz and "
-                       "results.json into the run directory.")
-    r.add_argument("system", help="a system folder holding system.toml (e.g. systems/gmm40) "
-                   "or a .toml run file")
+    r = sub.add_parser(
+        "run",
+        help="train → transport → estimate on a system folder",
+        description="Train the velocity and score fields on the end-state "
+        "samples, run forward and reverse transports, and print ΔF ± σ with "
+        "every estimator; writes config.json, checkpoint.pt, works.npz and "
+        "results.json into the run directory.",
+    )
+    r.add_argument(
+        "system",
+        help="a system folder holding system.toml (e.g. systems/gmm40) or a .toml run file",
+    )
     r.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
     r.add_argument("--out", help="run directory (default: runs/NAME-PRESET)")
     r.add_argument("--seed", type=int, help="override the run file's seed")
     r.add_argument("--threads", type=int, help="torch threads (default 1)")
-    r.add_argument("--device", default="cpu", help="torch device for networks (default cpu)")
-    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting, e.g. --set training.steps=500 (repeatable)")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set training.steps=500 (repeatable)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
     return p

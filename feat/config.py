@@ -23,8 +23,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "FieldsConfig", "TransportConfig", "EstimateConfig", "RunConfig",
-           "from_mapping", "load_run_config"]
+__all__ = [
+    "ConfigError",
+    "FieldsConfig",
+    "TransportConfig",
+    "EstimateConfig",
+    "RunConfig",
+    "from_mapping",
+    "load_run_config",
+]
 
 
 class ConfigError(ValueError):
@@ -65,15 +72,19 @@ class TransportConfig:
         _check_choice(self, "grid", ("uniform", "ends_refined"))
         _check_choice(self, "divergence", ("exact", "hutchinson"))
         if self.method == "sde" and not self.eps > 0:
-            raise ConfigError(f"transport.eps must be > 0 for method 'sde'; got {self.eps}. "
-                              "Use method = 'ode' for deterministic transport.")
+            raise ConfigError(
+                f"transport.eps must be > 0 for method 'sde'; got {self.eps}. "
+                "Use method = 'ode' for deterministic transport."
+            )
         _check_range(self, "n_points", 2)
         _check_range(self, "n_forward", 0)
         _check_range(self, "n_reverse", 0)
         _check_range(self, "batch_size", 1)
         if self.n_forward + self.n_reverse == 0:
-            raise ConfigError("transport.n_forward and transport.n_reverse are both 0; "
-                              "ask for at least one trajectory.")
+            raise ConfigError(
+                "transport.n_forward and transport.n_reverse are both 0; "
+                "ask for at least one trajectory."
+            )
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ class EstimateConfig:
 class RunConfig:
     """Everything a run needs; ``system`` is a kind-specific mapping validated by its builder."""
 
-    system: dict
+    system: dict = field(default_factory=dict)
     name: str = "run"
     seed: int = 0
     fields: FieldsConfig = field(default_factory=FieldsConfig)
@@ -104,8 +115,12 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"fields": FieldsConfig, "training": TrainingConfig, "transport": TransportConfig,
-             "estimate": EstimateConfig}
+_SECTIONS = {
+    "fields": FieldsConfig,
+    "training": TrainingConfig,
+    "transport": TransportConfig,
+    "estimate": EstimateConfig,
+}
 
 
 def _check_range(obj, key: str, low: float) -> None:
@@ -117,8 +132,9 @@ def _check_range(obj, key: str, low: float) -> None:
 def _check_choice(obj, key: str, choices: tuple[str, ...]) -> None:
     value = getattr(obj, key)
     if value not in choices:
-        raise ConfigError(f"{_section(obj)}.{key} must be one of {', '.join(map(repr, choices))}; "
-                          f"got {value!r}.")
+        raise ConfigError(
+            f"{_section(obj)}.{key} must be one of {', '.join(map(repr, choices))}; got {value!r}."
+        )
 
 
 def _section(obj) -> str:
@@ -141,8 +157,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
     if not ok:
-        raise ConfigError(f"{where} must be of type {tp.__name__}; got {value!r} "
-                          f"({type(value).__name__}).")
+        raise ConfigError(
+            f"{where} must be of type {tp.__name__}; got {value!r} ({type(value).__name__})."
+        )
     return value
 
 
@@ -188,19 +205,26 @@ def resolve(data: dict, preset: str | None = None, overrides: dict | None = None
     if "system" not in data or "kind" not in data["system"]:
         raise ConfigError("the run file needs a [system] table with a 'kind' key.")
     sections = {k: from_mapping(cls, data.get(k, {}), k) for k, cls in _SECTIONS.items()}
-    return RunConfig(system=dict(data["system"]), name=str(data.get("name", "run")),
-                     seed=_coerce(data.get("seed", 0), int, "seed"), **sections)
+    return RunConfig(
+        system=dict(data["system"]),
+        name=str(data.get("name", "run")),
+        seed=_coerce(data.get("seed", 0), int, "seed"),
+        **sections,
+    )
 
 
-def load_run_config(path: str | Path, preset: str | None = None,
-                    overrides: dict | None = None) -> RunConfig:
+def load_run_config(
+    path: str | Path, preset: str | None = None, overrides: dict | None = None
+) -> RunConfig:
     """Read a TOML run file (or a folder holding ``system.toml``) and resolve it."""
     path = Path(path)
     if path.is_dir():
         path = path / "system.toml"
     if not path.is_file():
-        raise ConfigError(f"no run file at '{path}'. Give a system folder (with system.toml) or "
-                          "a .toml file, e.g. systems/gmm40.")
+        raise ConfigError(
+            f"no run file at '{path}'. Give a system folder (with system.toml) or "
+            "a .toml file, e.g. systems/gmm40."
+        )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:

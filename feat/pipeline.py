@@ -28,7 +28,7 @@ from .specs import build_problem
 from .training import Trainer
 from .transport import ODEProcess, SDEProcess, TimeGrid, transport
 
-__all__ = ["RunResult", "build_fields", "split_holdout", "run"]
+__all__ = ["RunResult", "build_fields", "run", "run_problem", "split_holdout"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,20 @@ class RunResult:
     n_skipped_steps: int = 0
 
 
-def build_fields(problem: TwoStateProblem, cfg, schedule) -> tuple[torch.nn.Module, ...]:
-    """The velocity and score networks a :class:`FieldsConfig` asks for."""
-    nets = [MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies)
-            for _ in range(2)]
+def build_fields(
+    problem: TwoStateProblem, cfg, schedule, seed: int = 0
+) -> tuple[torch.nn.Module, ...]:
+    """The velocity and score networks a :class:`FieldsConfig` asks for.
+
+    Weights are initialised from ``seed`` inside ``torch.random.fork_rng``: reproducible, and
+    the caller's global RNG state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nets = [
+            MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies)
+            for _ in range(2)
+        ]
     ea, eb = problem.energy_a, problem.energy_b
     b = EnergyInformedVelocity(nets[0], ea, eb, schedule.a) if cfg.informed_velocity else nets[0]
     s = EnergyInformedScore(nets[1], ea, eb) if cfg.informed_score else nets[1]
@@ -56,12 +66,19 @@ def split_holdout(problem: TwoStateProblem, n_a: int, n_b: int) -> tuple:
     """Hold the last ``n_a`` / ``n_b`` samples out of training, for transport starts."""
     for name, n, x in (("n_forward", n_a, problem.x_a), ("n_reverse", n_b, problem.x_b)):
         if n >= x.shape[0]:
-            raise ValueError(f"transport.{name} = {n} leaves no training samples: the state has "
-                             f"{x.shape[0]} samples. Lower it or give more samples.")
-    train = TwoStateProblem(problem.energy_a, problem.energy_b, problem.x_a[: len(problem.x_a) - n_a],
-                            problem.x_b[: len(problem.x_b) - n_b], reference=problem.reference,
-                            name=problem.name)
-    return train, problem.x_a[len(problem.x_a) - n_a:], problem.x_b[len(problem.x_b) - n_b:]
+            raise ValueError(
+                f"transport.{name} = {n} leaves no training samples: the state has "
+                f"{x.shape[0]} samples. Lower it or give more samples."
+            )
+    train = TwoStateProblem(
+        problem.energy_a,
+        problem.energy_b,
+        problem.x_a[: len(problem.x_a) - n_a],
+        problem.x_b[: len(problem.x_b) - n_b],
+        reference=problem.reference,
+        name=problem.name,
+    )
+    return train, problem.x_a[len(problem.x_a) - n_a :], problem.x_b[len(problem.x_b) - n_b :]
 
 
 def _process(cfg, b, s, problem):
@@ -81,11 +98,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _save_checkpoint(path: Path, trainer: Trainer) -> None:
-    state = {"step": trainer.step, "n_skipped": trainer.n_skipped,
-             "ema": {k: e.state_dict() for k, e in trainer.emas.items()},
-             "live": {k: getattr(trainer, k).state_dict() for k in ("velocity", "score")},
-             "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
-             "torch": torch.__version__}
+    state = {
+        "step": trainer.step,
+        "n_skipped": trainer.n_skipped,
+        "ema": {k: e.state_dict() for k, e in trainer.emas.items()},
+        "live": {k: getattr(trainer, k).state_dict() for k in ("velocity", "score")},
+        "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
+        "torch": torch.__version__,
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -93,28 +113,57 @@ def _save_checkpoint(path: Path, trainer: Trainer) -> None:
 
 def _provenance(config: RunConfig) -> dict:
     from . import __version__
-    return {"feat": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "host": platform.node(), "threads": torch.get_num_threads(), "seed": config.seed}
+
+    return {
+        "feat": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "threads": torch.get_num_threads(),
+        "seed": config.seed,
+    }
 
 
-def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-        device: str = "cpu") -> RunResult:
-    """Train, transport and estimate for ``config``; write the run directory when given."""
+def run(
+    config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True
+) -> RunResult:
+    """Build the problem of ``config.system`` and run every stage (see :func:`run_problem`)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    t0 = time.perf_counter()
+    problem = build_problem(config.system, gen)
+    result = run_problem(problem, config, out_dir, progress=progress, generator=gen)
+    result.timings["problem"] = time.perf_counter() - t0 - sum(result.timings.values())
+    return result
+
+
+def run_problem(
+    problem: TwoStateProblem,
+    config: RunConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    generator: torch.Generator | None = None,
+) -> RunResult:
+    """Train, transport and estimate on ``problem``; write the run directory when given.
+
+    ``config`` defaults to ``RunConfig()``; its ``system`` table is not used here. The last
+    ``transport.n_forward`` / ``n_reverse`` samples of each state are held out of training
+    and start the transports.
+    """
+    config = config if config is not None else RunConfig()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", {"config": config.to_dict(),
-                                          "provenance": _provenance(config)})
-    gen = torch.Generator().manual_seed(config.seed)
+        _write_json(
+            out / "config.json", {"config": config.to_dict(), "provenance": _provenance(config)}
+        )
+    gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     timings, t0 = {}, time.perf_counter()
-    problem = build_problem(config.system, gen)
     tc = config.transport
     train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
     schedule = LinearSchedule()
-    b, s = build_fields(problem, config.fields, schedule)
+    b, s = build_fields(problem, config.fields, schedule, config.seed)
     trainer = Trainer(train_problem, b, s, config.training, Interpolant(schedule), gen)
-    timings["setup"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     trainer.train(progress=progress)
     timings["training"] = time.perf_counter() - t0
     if out is not None:
@@ -122,18 +171,41 @@ def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool 
     process = _process(tc, trainer.velocity_ema, trainer.score_ema, problem)
     t0 = time.perf_counter()
     grid, kw = _grid(tc), dict(generator=gen, batch_size=tc.batch_size, progress=progress)
-    work_f = transport(process, x_a, grid, **kw).work if tc.n_forward else None
-    work_r = transport(process.reversed(), x_b, grid.reversed(), **kw).work if tc.n_reverse \
+    work_f = (
+        transport(process, x_a, grid, desc="forward a → b", **kw).work if tc.n_forward else None
+    )
+    work_r = (
+        transport(process.reversed(), x_b, grid.reversed(), desc="reverse b → a", **kw).work
+        if tc.n_reverse
         else None
+    )
     timings["transport"] = time.perf_counter() - t0
-    est = estimate(work_f, work_r, reference=problem.reference,
-                   n_bootstrap=config.estimate.n_bootstrap, seed=config.seed,
-                   nan_policy=config.estimate.nan_policy)
+    est = estimate(
+        work_f,
+        work_r,
+        reference=problem.reference,
+        n_bootstrap=config.estimate.n_bootstrap,
+        seed=config.seed,
+        nan_policy=config.estimate.nan_policy,
+    )
     if out is not None:
-        save_works(out / "works.npz", work_f, work_r, process=repr(process), n_points=tc.n_points,
-                   grid=tc.grid, eps=tc.eps, seed=config.seed)
-        _write_json(out / "results.json", {"name": config.name, "estimate": est.to_dict(),
-                                           "timings_s": timings,
-                                           "training": {"steps": trainer.step,
-                                                        "n_skipped": trainer.n_skipped}})
+        save_works(
+            out / "works.npz",
+            work_f,
+            work_r,
+            process=repr(process),
+            n_points=tc.n_points,
+            grid=tc.grid,
+            eps=tc.eps,
+            seed=config.seed,
+        )
+        _write_json(
+            out / "results.json",
+            {
+                "name": config.name,
+                "estimate": est.to_dict(),
+                "timings_s": timings,
+                "training": {"steps": trainer.step, "n_skipped": trainer.n_skipped},
+            },
+        )
     return RunResult(est, config, out, timings, trainer.n_skipped)

@@ -38,9 +38,13 @@ def test_loss_decreases_and_training_is_deterministic():
     def fit(seed):
         problem = _gaussian_problem()
         torch.manual_seed(0)  # network initialisation only; sampling uses the generator
-        tr = Trainer(problem, MLPField(2, 32, 2), MLPField(2, 32, 2),
-                     TrainingConfig(steps=300, batch_size=128, tsm_weight=0.1),
-                     generator=torch.Generator().manual_seed(seed))
+        tr = Trainer(
+            problem,
+            MLPField(2, 32, 2),
+            MLPField(2, 32, 2),
+            TrainingConfig(steps=300, batch_size=128, tsm_weight=0.1),
+            generator=torch.Generator().manual_seed(seed),
+        )
         first = sum(tr.loss().total.item() for _ in range(10)) / 10
         tr.train(progress=False)
         last = sum(tr.loss().total.item() for _ in range(10)) / 10
@@ -56,8 +60,13 @@ def test_loss_decreases_and_training_is_deterministic():
 def test_nonfinite_loss_is_skipped_and_counted():
     problem = _gaussian_problem()
     v = Poisoned(MLPField(2, 16, 1), bad_calls={5})  # 2 calls per step: step 3 is poisoned
-    tr = Trainer(problem, v, MLPField(2, 16, 1), TrainingConfig(steps=4, batch_size=32),
-                 generator=torch.Generator().manual_seed(0))
+    tr = Trainer(
+        problem,
+        v,
+        MLPField(2, 16, 1),
+        TrainingConfig(steps=4, batch_size=32),
+        generator=torch.Generator().manual_seed(0),
+    )
     records = [tr.train_step() for _ in range(2)]
     before = copy.deepcopy(tr.velocity.state_dict())
     bad = tr.train_step()
@@ -86,12 +95,14 @@ def test_trained_small_gmm_bounds_bracket_exact_delta_f():
     torch.manual_seed(0)
     b = EnergyInformedVelocity(MLPField(2, 64, 3), ea, eb, a=0.05)
     s = EnergyInformedScore(MLPField(2, 64, 3), ea, eb)
-    tr = Trainer(problem, b, s, TrainingConfig(steps=2000, batch_size=256, lr_final=1e-4),
-                 generator=g)
+    tr = Trainer(
+        problem, b, s, TrainingConfig(steps=2000, batch_size=256, lr_final=1e-4), generator=g
+    )
     tr.train(progress=False)
     p = SDEProcess(tr.velocity_ema, tr.score_ema, 0.05, ea, eb)
-    f, r = forward_and_reverse(p, ea.sample(1000, g), eb.sample(1000, g), TimeGrid.uniform(100),
-                               generator=g)
+    f, r = forward_and_reverse(
+        p, ea.sample(1000, g), eb.sample(1000, g), TimeGrid.uniform(100), generator=g
+    )
     est = estimate(f.work, r.work, reference=0.0, n_bootstrap=0)
     assert est.bounds.lower <= 0.0 <= est.bounds.upper, est.summary()
     assert abs(est.z) < 3, est.summary()

@@ -43,6 +43,16 @@ def _fmt(x: float | None) -> str:
     return f"{x:.2f}" if abs(x) < 1e4 else f"{x:.4g}"
 
 
+def _decimals(sigma: float | None) -> int:
+    """Decimals that show ``sigma`` to two significant digits (2 to 6)."""
+    if sigma is None or not math.isfinite(sigma) or sigma <= 0:
+        return 2
+    return int(min(6, max(2, 1 - math.floor(math.log10(sigma)))))
+
+
+LOW_ESS = 0.01  # below this Kish fraction in a direction, σ is flagged as unreliable
+
+
 @dataclass(frozen=True)
 class FreeEnergyEstimate:
     """A free-energy difference ΔF = F_b - F_a with its diagnostics (all in ``units``).
@@ -106,9 +116,15 @@ class FreeEnergyEstimate:
         return (self.delta_f - self.reference) / self.sigma
 
     def _headline(self) -> str:
-        text = f"ΔF = {_fmt(self.delta_f)} ± {_fmt(self.sigma)} {self.units}"
-        if self.sigma_bootstrap is not None:
-            text += f" (bootstrap ± {_fmt(self.sigma_bootstrap)})"
+        k = _decimals(self.sigma)
+        if abs(self.delta_f) < 1e4 and math.isfinite(self.sigma):
+            text = f"ΔF = {self.delta_f:.{k}f} ± {self.sigma:.{k}f} {self.units}"
+        else:
+            text = f"ΔF = {_fmt(self.delta_f)} ± {_fmt(self.sigma)} {self.units}"
+        if self.sigma_bootstrap is not None and math.isfinite(self.sigma_bootstrap):
+            text += f" (bootstrap ± {self.sigma_bootstrap:.{k}f})"
+        elif self.sigma_bootstrap is not None:
+            text += f" (bootstrap ± {self.sigma_bootstrap})"
         if self.reference is not None:
             z = "" if self.z is None else f", z = {self.z:+.2f}"
             text += f"   (exact: {self.reference:g}{z})"
@@ -137,7 +153,18 @@ class FreeEnergyEstimate:
         parts += self._bounds_text()
         ess = [f"{d.ess:.0%}" for d in (self.forward, self.reverse) if d is not None]
         parts += ["ESS " + " / ".join(ess), self._nonfinite_text()]
+        parts += [f"WARNING: {w}" for w in self.warnings]
         return f"{self._headline()}   " + " | ".join(parts)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Plain-language reasons to distrust ``sigma`` (empty when none apply)."""
+        low = [name for name, d in (("forward", self.forward), ("reverse", self.reverse))
+               if d is not None and d.ess < LOW_ESS]
+        if not low:
+            return []
+        return [f"ESS below {LOW_ESS:.0%} ({' and '.join(low)}): the works barely overlap, "
+                "σ may be far too small; train longer or refine the transport"]
 
     def __str__(self) -> str:
         return self.summary()
@@ -152,6 +179,7 @@ class FreeEnergyEstimate:
             out[key] = None if out[key] is None else asdict(out[key])
         out["n_nan_dropped"] = list(self.n_nan_dropped)
         out["z"] = self.z
+        out["warnings"] = self.warnings
         return _encode(out)
 
     @classmethod

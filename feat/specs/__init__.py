@@ -11,10 +11,16 @@ import torch
 from ..config import ConfigError, from_mapping
 from ..problem import TwoStateProblem
 from .analytic import GaussianSpec, GMMSpec
+from .lattice import FreeFieldPairSpec, Phi4UmbrellaSpec
 
 __all__ = ["GaussianSpec", "GMMSpec", "KINDS", "build_problem"]
 
-KINDS = {"gaussian": GaussianSpec, "gmm": GMMSpec}
+KINDS = {
+    "gaussian": GaussianSpec,
+    "gmm": GMMSpec,
+    "phi4_umbrella": Phi4UmbrellaSpec,
+    "free_field_pair": FreeFieldPairSpec,
+}
 
 
 def build_problem(system: dict, generator: torch.Generator) -> TwoStateProblem:
@@ -27,6 +33,8 @@ def build_problem(system: dict, generator: torch.Generator) -> TwoStateProblem:
 
         close = difflib.get_close_matches(str(kind), KINDS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"system.kind {kind!r} is not a known kind.{hint} "
-                          f"Known kinds: {', '.join(sorted(KINDS))}.")
+        raise ConfigError(
+            f"system.kind {kind!r} is not a known kind.{hint} "
+            f"Known kinds: {', '.join(sorted(KINDS))}."
+        )
     return from_mapping(KINDS[kind], system, "system").build(generator)

@@ -28,11 +28,15 @@ class GaussianSpec:
     def build(self, generator: torch.Generator) -> TwoStateProblem:
         eye = torch.eye(self.dim, dtype=torch.float64)
         ga = Gaussian(torch.zeros(self.dim, dtype=torch.float64), eye)
-        gb = Gaussian(torch.full((self.dim,), self.shift, dtype=torch.float64),
-                      self.scale**2 * eye)
-        return TwoStateProblem(ga, gb, ga.sample(self.n_samples_a, generator),
-                               gb.sample(self.n_samples_b, generator),
-                               reference=-(gb.log_z() - ga.log_z()), name="gaussian")
+        gb = Gaussian(torch.full((self.dim,), self.shift, dtype=torch.float64), self.scale**2 * eye)
+        return TwoStateProblem(
+            ga,
+            gb,
+            ga.sample(self.n_samples_a, generator),
+            gb.sample(self.n_samples_b, generator),
+            reference=-(gb.log_z() - ga.log_z()),
+            name="gaussian",
+        )
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,20 @@ class GMMSpec:
     n_samples_b: int = 20000
 
     def build(self, generator: torch.Generator) -> TwoStateProblem:
-        ea, eb = gmm_pair(self.dim, self.n_components_a, self.n_components_b, self.std_a,
-                          self.std_b, self.box, self.means_seed)
-        return TwoStateProblem(ea, eb, ea.sample(self.n_samples_a, generator),
-                               eb.sample(self.n_samples_b, generator), reference=0.0,
-                               name=f"gmm{self.dim}")
+        ea, eb = gmm_pair(
+            self.dim,
+            self.n_components_a,
+            self.n_components_b,
+            self.std_a,
+            self.std_b,
+            self.box,
+            self.means_seed,
+        )
+        return TwoStateProblem(
+            ea,
+            eb,
+            ea.sample(self.n_samples_a, generator),
+            eb.sample(self.n_samples_b, generator),
+            reference=0.0,
+            name=f"gmm{self.dim}",
+        )

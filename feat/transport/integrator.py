@@ -46,7 +46,8 @@ class TransportResult:
         return int((~torch.isfinite(self.work)).sum())
 
 
-def _run_chunk(process: Process, x: Tensor, times: list[float], generator, store_path: bool):
+def _run_chunk(process: Process, x: Tensor, times: list[float], generator, store_path: bool,
+               bar=None):
     work = -process.energy_start(x).to(torch.float64)
     path = [x] if store_path else None
     state = process.init_state(times[0], x, generator)
@@ -57,6 +58,8 @@ def _run_chunk(process: Process, x: Tensor, times: list[float], generator, store
         x = x_next
         if store_path:
             path.append(x)
+        if bar is not None:
+            bar.update(1)
     work = work + process.energy_end(x).to(torch.float64)
     return work, x, (torch.stack(path, dim=1) if store_path else None)
 
@@ -70,6 +73,7 @@ def transport(
     batch_size: int = 1024,
     store_path: bool = False,
     progress: bool = False,
+    desc: str = "transport",
 ) -> TransportResult:
     """Transport samples ``x0`` of the start state along ``grid`` and accumulate works.
 
@@ -81,6 +85,7 @@ def transport(
     generator : ``torch.Generator`` for the noise (explicit randomness).
     batch_size : trajectories per chunk, bounding memory.
     store_path : keep every point (memory n × (M + 1) × d × 8 bytes).
+    progress, desc : show a progress bar over steps, with this label.
     """
     if not isinstance(grid, TimeGrid):
         grid = TimeGrid(grid)
@@ -91,14 +96,12 @@ def transport(
     start = time.perf_counter()
     works, ends, paths = [], [], []
     x0 = x0.to(torch.float64)
-    for chunk in tqdm(
-        torch.split(x0, int(batch_size)),
-        disable=not progress,
-        desc=f"transport {process!r}",
-        leave=False,
-    ):
-        w, xe, p = _run_chunk(process, chunk, times, generator, store_path)
-        works.append(w), ends.append(xe), paths.append(p)
+    chunks = torch.split(x0, int(batch_size))
+    total = len(chunks) * grid.n_steps
+    with tqdm(total=total, disable=not progress, desc=desc, unit="step", leave=False) as bar:
+        for chunk in chunks:
+            w, xe, p = _run_chunk(process, chunk, times, generator, store_path, bar)
+            works.append(w), ends.append(xe), paths.append(p)
     return TransportResult(
         torch.cat(works),
         x0,
@@ -142,6 +145,6 @@ def forward_and_reverse(
     if not isinstance(grid, TimeGrid):
         grid = TimeGrid(grid)
     kw = dict(generator=generator, batch_size=batch_size, store_path=store_path, progress=progress)
-    fwd = transport(process, x_a, grid, **kw)
-    rev = transport(process.reversed(), x_b, grid.reversed(), **kw)
+    fwd = transport(process, x_a, grid, desc="forward a → b", **kw)
+    rev = transport(process.reversed(), x_b, grid.reversed(), desc="reverse b → a", **kw)
     return fwd, rev

@@ -1,0 +1,75 @@
+"""Run files, presets, validation messages, and the `feat run` command end to end."""
+
+import json
+
+import pytest
+
+from feat.cli import main
+from feat.config import ConfigError, load_run_config, resolve
+
+BASE = {
+    "name": "g",
+    "system": {"kind": "gaussian", "dim": 2, "n_samples_a": 900, "n_samples_b": 900},
+}
+
+
+def test_presets_and_overrides_merge():
+    data = dict(
+        BASE, training={"steps": 10}, presets={"quick": {"training": {"steps": 5, "batch_size": 8}}}
+    )
+    cfg = resolve(data, "quick", {"transport": {"eps": 0.2}})
+    assert cfg.training.steps == 5 and cfg.training.batch_size == 8
+    assert cfg.transport.eps == 0.2 and cfg.system["dim"] == 2
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (
+            dict(BASE, training={"stpes": 3}),
+            "unknown key 'stpes' in \\[training\\]. Did you mean 'steps'",
+        ),
+        (dict(BASE, trainng={}), "Did you mean 'training'"),
+        (dict(BASE, training={"steps": "ten"}), "training.steps must be of type int"),
+        (dict(BASE, training={"lr": -1.0}), "training.lr is out of range"),
+        (dict(BASE, transport={"eps": 0.0}), "transport.eps must be > 0"),
+        (dict(BASE, transport={"grid": "log"}), "transport.grid must be one of"),
+        ({"system": {}}, "needs a \\[system\\] table with a 'kind'"),
+    ],
+)
+def test_bad_config_messages_name_the_key_and_fix(data, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve(data)
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'fast' in \\[presets\\]"):
+        resolve(dict(BASE, presets={"quick": {}}), "fast")
+    with pytest.raises(ConfigError, match="no run file"):
+        load_run_config(tmp_path / "nothing")
+
+
+def test_feat_run_end_to_end(tmp_path, capsys):
+    run_file = tmp_path / "system.toml"
+    run_file.write_text(
+        'name = "tiny"\n[system]\nkind = "gaussian"\ndim = 2\nn_samples_a = 1500\n'
+        "n_samples_b = 1500\n[fields]\nhidden = 32\ndepth = 2\n"
+        "[training]\nsteps = 200\n[transport]\neps = 0.1\nn_points = 40\n"
+        "n_forward = 400\nn_reverse = 300\n[estimate]\nn_bootstrap = 20\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert "ΔF =" in printed.out and "exact:" in printed.out and "torch threads: 1" in printed.err
+    result = json.loads((out / "results.json").read_text())
+    est = result["estimate"]
+    assert est["n_f"] == 400 and est["n_r"] == 300
+    assert abs(est["delta_f"] - est["reference"]) < 4 * est["sigma"]
+    for name in ("config.json", "checkpoint.pt", "works.npz"):
+        assert (out / name).is_file()
+
+
+def test_feat_run_reports_config_errors_with_exit_code(tmp_path, capsys):
+    (tmp_path / "system.toml").write_text('[system]\nkind = "gausian"\n')
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "Did you mean 'gaussian'" in capsys.readouterr().err
