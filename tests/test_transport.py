@@ -141,3 +141,23 @@ def test_transport_rejects_wrong_sample_shape():
     p = SDEProcess(Zero(), Zero(), 0.1, ga, gb)
     with pytest.raises(ValueError, match=r"x0 must have shape \(batch, 3\); got \(5, 2\)"):
         transport(p, torch.zeros(5, 2), TimeGrid.uniform(3))
+
+
+def test_exact_mixture_fields_transport_a_multimodal_pair():
+    from feat.energies.analytic import GaussianMixture
+    from feat.fields.exact import (
+        GaussianMixtureInterpolantScore,
+        GaussianMixtureInterpolantVelocity,
+    )
+    from feat.interpolants import LinearSchedule
+
+    ea = GaussianMixture(torch.tensor([[-1.0, -1.0], [1.0, 0.5], [0.0, 1.5]]), 0.3)
+    eb = GaussianMixture(torch.tensor([[1.0, -1.0], [-0.5, 1.0]]), 0.2, torch.tensor([1.0, 2.0]))
+    sch = LinearSchedule()
+    b = GaussianMixtureInterpolantVelocity(ea, eb, sch)
+    s = GaussianMixtureInterpolantScore(ea, eb, sch)
+    x = ea.sample(5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(s(0.0, x), ea.score(x))  # exact at the ends
+    est, _, _ = _run(SDEProcess(b, s, 0.05, ea, eb), ea, eb, 1000, TimeGrid.uniform(200), seed=7)
+    assert abs(est.delta_f) < 3 * est.sigma, est.summary()
+    assert est.bounds.gap < 0.5, est.summary()
