@@ -40,18 +40,27 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FieldsConfig:
-    """Networks for ``b`` and ``s``: MLP width and depth, energy-informed parameterisations."""
+    """Networks for ``b`` and ``s``: MLP width and depth, and their parameterisations.
+
+    ``scaled_score`` divides the score network by the interpolated width ``σ_t`` (learned
+    from the end-state scores) so it predicts O(1) numbers; ``informed_*`` add the end-state
+    scores (exact at t = 0 and 1, but large in the middle when the states barely overlap).
+    """
 
     hidden: int = 256
     depth: int = 4
     n_frequencies: int = 8
-    informed_score: bool = True
-    informed_velocity: bool = True
+    scaled_score: bool = True
+    informed_score: bool = False
+    informed_velocity: bool = False
 
     def __post_init__(self):
         _check_range(self, "hidden", 1)
         _check_range(self, "depth", 1)
         _check_range(self, "n_frequencies", 1)
+        if self.scaled_score and self.informed_score:
+            raise ConfigError("fields.scaled_score and fields.informed_score are exclusive "
+                              "parameterisations of the score; set one of them to false.")
 
 
 @dataclass(frozen=True)

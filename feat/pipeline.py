@@ -21,7 +21,13 @@ import torch
 
 from .config import RunConfig
 from .estimators import FreeEnergyEstimate, estimate, save_works
-from .fields import EnergyInformedScore, EnergyInformedVelocity, MLPField
+from .fields import (
+    EnergyInformedScore,
+    EnergyInformedVelocity,
+    MLPField,
+    ScaledScore,
+    characteristic_width,
+)
 from .interpolants import Interpolant, LinearSchedule
 from .problem import TwoStateProblem
 from .specs import build_problem
@@ -58,7 +64,12 @@ def build_fields(
         ]
     ea, eb = problem.energy_a, problem.energy_b
     b = EnergyInformedVelocity(nets[0], ea, eb, schedule.a) if cfg.informed_velocity else nets[0]
-    s = EnergyInformedScore(nets[1], ea, eb) if cfg.informed_score else nets[1]
+    s = nets[1]
+    if cfg.informed_score:
+        s = EnergyInformedScore(s, ea, eb)
+    elif cfg.scaled_score:
+        s_a, s_b = problem.scores()
+        s = ScaledScore(s, schedule, characteristic_width(s_a), characteristic_width(s_b))
     return b, s
 
 

@@ -1,16 +1,25 @@
 """Learned (and exact) fields: velocity ``b(t, x)`` and score ``s(t, x)``."""
 
+from .cnn import CNNField
+from .egnn import EGNNField, atom_types_from_topology
 from .embedding import FourierTimeEmbedding
 from .exact import GaussianInterpolantScore, GaussianInterpolantVelocity
 from .field import Field
 from .informed import EnergyInformedScore, EnergyInformedVelocity
 from .mlp import MLPField
+from .scaled import ScaledScore, characteristic_width
 
 __all__ = [
+    "EGNNField",
+    "atom_types_from_topology",
+    "CNNField",
     "EnergyInformedScore",
     "Field",
     "FourierTimeEmbedding",
     "GaussianInterpolantScore",
     "GaussianInterpolantVelocity",
     "MLPField",
+    "EnergyInformedVelocity",
+    "ScaledScore",
+    "characteristic_width",
 ]

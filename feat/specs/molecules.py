@@ -1,0 +1,216 @@
+"""Molecular system kinds: alanine dipeptide in OBC1 implicit solvent (METHOD §7).
+
+* ``aldp_s`` (:class:`ALDPSolvationSpec`): state λ scales every charge of the GB force by λ
+  (:func:`~feat.energies.states.scale_gb_charges`); a = ``lam_a`` (0, "vacuum"), b = ``lam_b``
+  (1, solvated). λ = 0 keeps the charge-independent OBC1 surface-area term (~6.8 kT at the
+  start structure), as METHOD §7 defines λ on charges only.
+* ``aldp_t`` (:class:`ALDPBasinSpec`): the full λ = 1 energy restricted to a backbone-φ basin,
+  a: φ ∈ (``phi_low``, ``phi_high``) = (0, 2.15) rad, b: the complement; ``u = +inf`` outside
+  (:class:`~feat.energies.states.BasinRestrictedEnergy`).
+
+Samples come from :class:`~feat.sampling.md.LangevinMD` (basins with a flat-bottom φ restraint
+that is zero inside the basin, frames outside dropped) and are cached under ``cache_dir`` in a
+folder named after the kind, the state and a hash of every key that changes the Markov chain.
+``production_steps`` is left out of the hash on purpose: runs of different lengths are
+prefixes of one chain, so a longer run extends the cached one and a shorter one reads its
+start. ``n_samples_*`` frames are then taken evenly from the decorrelated frames, centred
+(centroid removed: the energies are translation-invariant), with their scores ``-∇u`` (1/nm).
+
+The energies use ``on_error="inf"``: a configuration OpenMM cannot evaluate (overlapping
+atoms on a transport path) gets ``u = +inf``, a zero-weight work that the estimators count.
+``build`` ignores its generator: the samples are a deterministic function of the spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from ..energies.base import Energy
+from ..energies.openmm import OpenMMEnergy
+from ..energies.states import BasinRestrictedEnergy, Dihedral, Interval, scale_gb_charges
+from ..problem import TwoStateProblem
+
+__all__ = ["ALDPBasinSpec", "ALDPSolvationSpec"]
+
+_PHI = (4, 6, 8, 14)  # backbone φ of AlanineDipeptideImplicit (C, N, CA, C), as mdtraj.compute_phi
+_CHAIN_KEYS = ("temperature", "timestep_fs", "hydrogen_mass", "friction",
+               "equilibration_steps", "save_every", "md_seed")
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class _ALDPSpec:
+    """Keys shared by the alanine-dipeptide kinds (MD in fs, ps, amu, K)."""
+
+    temperature: float = 300.0
+    n_samples_a: int = 10_000
+    n_samples_b: int = 10_000
+    timestep_fs: float = 2.0
+    hydrogen_mass: float = 3.0        # amu; 0 switches repartitioning off (then 1 fs)
+    friction: float = 1.0             # 1/ps
+    equilibration_steps: int = 50_000
+    production_steps: int = 6_000_000  # per state
+    save_every: int = 250
+    chunk_frames: int = 1000
+    md_seed: int = 0
+    platform: str = "auto"            # OpenMM platform of MD and energies ("auto": CPU, 1 thread)
+    cache_dir: str = "data/"
+    progress: bool = True
+    reference: float = math.nan       # reference ΔF in kT, if known
+
+    def __post_init__(self):
+        ints = ("n_samples_a", "n_samples_b", "equilibration_steps", "production_steps",
+                "save_every", "chunk_frames")
+        for key in ints:
+            low = 0 if key == "equilibration_steps" else 1
+            if getattr(self, key) < low:
+                raise ValueError(f"system.{key} must be >= {low}; got {getattr(self, key)!r}.")
+        if self.production_steps < self.save_every:
+            raise ValueError(f"system.production_steps ({self.production_steps}) must be >= "
+                             f"system.save_every ({self.save_every}).")
+        if self.hydrogen_mass and not 1.0 < self.hydrogen_mass < 6.0:
+            raise ValueError(f"system.hydrogen_mass must be 0 (off) or in (1, 6) amu; got "
+                             f"{self.hydrogen_mass}.")
+
+    # -- helpers shared by both kinds -----------------------------------------------------------
+
+    def _sampler(self):
+        from ..sampling.md import LangevinMD
+
+        return LangevinMD(temperature=self.temperature, timestep=self.timestep_fs,
+                          friction=self.friction, hydrogen_mass=self.hydrogen_mass or None,
+                          n_equilibration=self.equilibration_steps, save_every=self.save_every,
+                          chunk_size=self.chunk_frames, platform=self._platform())
+
+    def _platform(self) -> str | None:
+        return None if self.platform == "auto" else self.platform
+
+    def cache_path(self, kind: str, state: str, state_keys: dict) -> Path:
+        """``cache_dir/KIND-STATE-HASH``: HASH covers every key that changes the chain."""
+        keys = {k: getattr(self, k) for k in _CHAIN_KEYS}
+        blob = json.dumps({"kind": kind, "state": state, "version": _CACHE_VERSION,
+                           "system": "openmmtools.AlanineDipeptideImplicit(constraints=None)",
+                           **keys, **state_keys}, sort_keys=True)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return Path(self.cache_dir) / f"{kind}-{state}-{digest}"
+
+    def _samples(self, ts, energy: Energy, out: Path, tag: str, extra_forces=(),
+                 salt: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """MD (or the cache) of state ``tag``, decorrelate, take ``n_samples_{tag}`` evenly.
+
+        Returns centred positions (n, 22, 3) nm, their scores (n, 22, 3) 1/nm, and a summary.
+        """
+        name = f"n_samples_{tag}"
+        n_samples = getattr(self, name)
+        run = self._sampler().run(
+            ts.system, ts.positions, ts.topology, self.production_steps // self.save_every,
+            out, energy=energy, extra_forces=extra_forces, seed=self.md_seed * 2 + salt,
+            progress=self.progress)
+        dec = run.decorrelate()
+        if not extra_forces and dec.n_finite < dec.n_frames:
+            raise ValueError(f"state {tag}: {dec.n_frames - dec.n_finite} MD frames in '{out}' "
+                             "have a non-finite energy; delete that folder and sample again "
+                             "(with a smaller timestep_fs).")
+        if dec.n_kept < n_samples:
+            g = dec.statistical_inefficiency
+            need = math.ceil(n_samples * g * max(dec.n_frames / max(dec.n_finite, 1), 1.0))
+            raise ValueError(
+                f"state {tag}: only {dec.n_kept} decorrelated frames (statistical inefficiency "
+                f"g = {g:.1f} frames, {dec.n_finite} of {dec.n_frames} frames inside the state) "
+                f"but system.{name} = {n_samples}. Raise system.production_steps to about "
+                f"{need * self.save_every} (the cached run in '{out}' is extended, not redone) "
+                f"or lower system.{name}.")
+        pick = dec.indices[np.linspace(0, dec.n_kept - 1, n_samples).round().astype(np.int64)]
+        x, _, s = run.select(pick)
+        info = {"md_dir": str(out), "statistical_inefficiency": dec.statistical_inefficiency,
+                "n_frames": dec.n_frames, "n_inside": dec.n_finite, "n_decorrelated": dec.n_kept}
+        return x - x.mean(dim=1, keepdim=True), s, info
+
+    def _metadata(self, ts, info_a: dict, info_b: dict) -> dict:
+        from ..fields.egnn import atom_types_from_topology
+
+        types, vocab = atom_types_from_topology(ts.topology, by="name")
+        etypes, evocab = atom_types_from_topology(ts.topology, by="element")
+        return {"com_free": True, "atom_types": types, "atom_type_names": vocab,
+                "element_types": etypes, "elements": evocab, "phi_indices": list(_PHI),
+                "temperature_K": self.temperature, "md_a": info_a, "md_b": info_b,
+                "spec": asdict(self)}
+
+    def _reference(self) -> float | None:
+        return None if math.isnan(self.reference) else float(self.reference)
+
+
+def _system():
+    from openmmtools.testsystems import AlanineDipeptideImplicit
+
+    return AlanineDipeptideImplicit(constraints=None)
+
+
+@dataclass(frozen=True)
+class ALDPSolvationSpec(_ALDPSpec):
+    """ALDP-S: GB charges scaled by ``lam_a`` (state a) and ``lam_b`` (state b).
+
+    ``ΔF = F_b − F_a`` is the polar solvation free energy in kT; the paper reports
+    ``log Z_b − log Z_a = 29.43 ± 0.01``, i.e. ``ΔF ≈ −29.43`` kT (METHOD §7).
+    """
+
+    lam_a: float = 0.0
+    lam_b: float = 1.0
+
+    def build(self, generator: torch.Generator) -> TwoStateProblem:
+        ts = _system()
+        states = []
+        for salt, (tag, lam) in enumerate((("a", self.lam_a), ("b", self.lam_b))):
+            energy = OpenMMEnergy(scale_gb_charges(ts.system, lam), self.temperature,
+                                  platform=self._platform(), on_error="inf")
+            out = self.cache_path("aldp_s", f"lam{lam:g}", {"lam": lam})
+            ts_state = SimpleNamespace(system=energy.system, topology=ts.topology,
+                                       positions=ts.positions)
+            states.append((energy, *self._samples(ts_state, energy, out, tag, salt=salt)))
+        (ea, xa, sa, ia), (eb, xb, sb, ib) = states
+        return TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
+                               reference=self._reference(), name="aldp_s",
+                               metadata=self._metadata(ts, ia, ib))
+
+
+@dataclass(frozen=True)
+class ALDPBasinSpec(_ALDPSpec):
+    """ALDP-T: φ ∈ (``phi_low``, ``phi_high``) (state a) and its complement (state b).
+
+    MD in each basin runs with a flat-bottom φ restraint (``restraint_k`` kJ/mol/rad²) that
+    is exactly zero inside the basin, so the kept frames sample ``exp(−u)`` restricted to it.
+    The paper reports ``ΔF = −4.25 ± 0.05`` kT (METHOD §7).
+    """
+
+    phi_low: float = 0.0
+    phi_high: float = 2.15
+    restraint_k: float = 1000.0
+
+    def build(self, generator: torch.Generator) -> TwoStateProblem:
+        from ..sampling.md import flat_bottom_dihedral_restraint
+
+        ts = _system()
+        full = OpenMMEnergy(ts.system, self.temperature, platform=self._platform(),
+                            on_error="inf")
+        states = []
+        for salt, (tag, comp) in enumerate((("a", False), ("b", True))):
+            energy = BasinRestrictedEnergy(full, Dihedral(_PHI),
+                                           Interval(self.phi_low, self.phi_high, comp))
+            restraint = flat_bottom_dihedral_restraint(_PHI, self.phi_low, self.phi_high,
+                                                       complement=comp, k=self.restraint_k)
+            keys = {"phi": [self.phi_low, self.phi_high], "complement": comp,
+                    "restraint_k": self.restraint_k}
+            out = self.cache_path("aldp_t", "phi-out" if comp else "phi-in", keys)
+            states.append((energy, *self._samples(ts, energy, out, tag, (restraint,), salt)))
+        (ea, xa, sa, ia), (eb, xb, sb, ib) = states
+        return TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
+                               reference=self._reference(), name="aldp_t",
+                               metadata=self._metadata(ts, ia, ib))
