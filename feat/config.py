@@ -40,16 +40,23 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FieldsConfig:
-    """Networks for ``b`` and ``s``: MLP width and depth, and their parameterisations.
+    """Networks for ``b`` and ``s`` and their parameterisations.
+
+    ``network``: "mlp" (any state; ``hidden`` × ``depth``), "egnn" (molecules: equivariant
+    graph network, ``hidden`` × ``depth``, ``length_scale`` nm per network unit, atom types by
+    "name" or "element") or "cnn" (lattices: periodic convolutions with ``hidden`` channels).
 
     ``scaled_score`` divides the score network by the interpolated width ``σ_t`` (learned
     from the end-state scores) so it predicts O(1) numbers; ``informed_*`` add the end-state
     scores (exact at t = 0 and 1, but large in the middle when the states barely overlap).
     """
 
+    network: str = "mlp"
     hidden: int = 256
     depth: int = 4
     n_frequencies: int = 8
+    length_scale: float = 1.0
+    atom_types: str = "name"
     scaled_score: bool = True
     informed_score: bool = False
     informed_velocity: bool = False
@@ -58,6 +65,10 @@ class FieldsConfig:
         _check_range(self, "hidden", 1)
         _check_range(self, "depth", 1)
         _check_range(self, "n_frequencies", 1)
+        _check_choice(self, "network", ("mlp", "egnn", "cnn"))
+        _check_choice(self, "atom_types", ("name", "element"))
+        if not self.length_scale > 0:
+            raise ConfigError(f"fields.length_scale must be > 0; got {self.length_scale}.")
         if self.scaled_score and self.informed_score:
             raise ConfigError("fields.scaled_score and fields.informed_score are exclusive "
                               "parameterisations of the score; set one of them to false.")

@@ -22,6 +22,8 @@ import torch
 from .config import RunConfig
 from .estimators import FreeEnergyEstimate, estimate, save_works
 from .fields import (
+    CNNField,
+    EGNNField,
     EnergyInformedScore,
     EnergyInformedVelocity,
     MLPField,
@@ -29,6 +31,7 @@ from .fields import (
     characteristic_width,
 )
 from .interpolants import Interpolant, LinearSchedule
+from .interpolants.alignment import remove_com
 from .problem import TwoStateProblem
 from .specs import build_problem
 from .training import Trainer
@@ -73,6 +76,24 @@ def build_fields(
     return b, s
 
 
+def _network(problem: TwoStateProblem, cfg) -> torch.nn.Module:
+    if cfg.network == "egnn":
+        key = "atom_types" if cfg.atom_types == "name" else "element_types"
+        if key not in problem.metadata:
+            raise ValueError(f"fields.network 'egnn' needs per-atom types in the problem's "
+                             f"metadata['{key}']; this system ({problem.name}) has none.")
+        return EGNNField(problem.metadata[key], cfg.hidden, cfg.depth, cfg.n_frequencies,
+                         length_scale=cfg.length_scale)
+    if cfg.network == "cnn":
+        return CNNField(problem.event_shape, cfg.hidden, cfg.depth, n_frequencies=cfg.n_frequencies)
+    return MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies)
+
+
+def noise_projection(problem: TwoStateProblem):
+    """``remove_com`` for molecules (metadata ``com_free``), else None."""
+    return remove_com if problem.metadata.get("com_free", False) else None
+
+
 def split_holdout(problem: TwoStateProblem, n_a: int, n_b: int) -> tuple:
     """Hold the last ``n_a`` / ``n_b`` samples out of training, for transport starts."""
     for name, n, x in (("n_forward", n_a, problem.x_a), ("n_reverse", n_b, problem.x_b)):
@@ -81,21 +102,20 @@ def split_holdout(problem: TwoStateProblem, n_a: int, n_b: int) -> tuple:
                 f"transport.{name} = {n} leaves no training samples: the state has "
                 f"{x.shape[0]} samples. Lower it or give more samples."
             )
-    train = TwoStateProblem(
-        problem.energy_a,
-        problem.energy_b,
-        problem.x_a[: len(problem.x_a) - n_a],
-        problem.x_b[: len(problem.x_b) - n_b],
-        reference=problem.reference,
-        name=problem.name,
-    )
-    return train, problem.x_a[len(problem.x_a) - n_a :], problem.x_b[len(problem.x_b) - n_b :]
+    keep_a, keep_b = len(problem.x_a) - n_a, len(problem.x_b) - n_b
+    cut = lambda v, k: None if v is None else v[:k]  # noqa: E731
+    train = TwoStateProblem(problem.energy_a, problem.energy_b, problem.x_a[:keep_a],
+                            problem.x_b[:keep_b], cut(problem.score_a, keep_a),
+                            cut(problem.score_b, keep_b), problem.reference, problem.name,
+                            problem.metadata)
+    return train, problem.x_a[keep_a:], problem.x_b[keep_b:]
 
 
 def _process(cfg, b, s, problem):
+    proj = noise_projection(problem)
     if cfg.method == "ode":
-        return ODEProcess(b, problem.energy_a, problem.energy_b, cfg.divergence)
-    return SDEProcess(b, s, cfg.eps, problem.energy_a, problem.energy_b)
+        return ODEProcess(b, problem.energy_a, problem.energy_b, cfg.divergence, proj)
+    return SDEProcess(b, s, cfg.eps, problem.energy_a, problem.energy_b, proj)
 
 
 def _grid(cfg) -> TimeGrid:
@@ -174,7 +194,8 @@ def run_problem(
     train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
     schedule = LinearSchedule()
     b, s = build_fields(problem, config.fields, schedule, config.seed)
-    trainer = Trainer(train_problem, b, s, config.training, Interpolant(schedule), gen)
+    interpolant = Interpolant(schedule, noise_projection(problem))
+    trainer = Trainer(train_problem, b, s, config.training, interpolant, gen)
     trainer.train(progress=progress)
     timings["training"] = time.perf_counter() - t0
     if out is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,8 +38,11 @@ def _expand(c: Tensor, like: Tensor) -> Tensor:
 class Interpolant:
     """``x_t = alpha(t) x_a + beta(t) x_b + gamma(t) z`` with ``z ~ N(0, I)`` independent."""
 
-    def __init__(self, schedule: Schedule | None = None):
+    def __init__(self, schedule: Schedule | None = None,
+                 noise_projection: Callable[[Tensor], Tensor] | None = None):
+        """``noise_projection`` (e.g. ``remove_com`` for molecules) is applied to ``z``."""
         self.schedule = schedule if schedule is not None else LinearSchedule()
+        self.noise_projection = noise_projection
 
     def sample(
         self,
@@ -57,6 +61,8 @@ class Interpolant:
         if t is None:
             t = torch.rand(n, generator=generator, dtype=x_a.dtype, device=x_a.device)
         z = torch.randn(x_a.shape, generator=generator, dtype=x_a.dtype, device=x_a.device)
+        if self.noise_projection is not None:
+            z = self.noise_projection(z)
         c = self.schedule(t)
         mean = _expand(c.alpha, x_a) * x_a + _expand(c.beta, x_b) * x_b
         noise = _expand(c.gamma, z) * z

@@ -29,7 +29,8 @@ class TrainingConfig:
     lr, lr_final : learning rate, cosine-annealed to ``lr_final`` (equal values: constant).
     grad_clip : gradient-norm clip per network.  ema_decay : weight averaging for estimation.
     tsm_weight : weight of target score matching (0 turns it off).
-    coupling : "independent" or "ot" (minibatch optimal transport).
+    coupling : "independent", "ot" (minibatch optimal transport) or "kabsch_ot" (centre and
+        Kabsch-align molecules to one reference first; needs equivariant fields).
     """
 
     steps: int = 2000
@@ -54,9 +55,10 @@ class TrainingConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"training.{key} is out of range: got {getattr(self, key)!r}.")
-        if self.coupling not in ("independent", "ot"):
+        if self.coupling not in ("independent", "ot", "kabsch_ot"):
             raise ValueError(
-                f"training.coupling must be 'independent' or 'ot'; got {self.coupling!r}."
+                "training.coupling must be 'independent', 'ot' or 'kabsch_ot'; got "
+                f"{self.coupling!r}."
             )
 
 
@@ -73,7 +75,23 @@ class TrainingRecord:
 
 
 def _coupling(name: str) -> Coupling:
-    return MinibatchOTCoupling() if name == "ot" else IndependentCoupling()
+    return IndependentCoupling() if name == "independent" else MinibatchOTCoupling()
+
+
+def _aligned(x_a, x_b, s_a, s_b):
+    """Centre and Kabsch-align both states' samples (and scores) to the first sample of a.
+
+    Valid only with rotation-equivariant fields and COM-free noise (METHOD §2).
+    """
+    from ..interpolants.alignment import align_to_reference
+
+    if x_a.dim() != 3 or x_a.shape[-1] != 3:
+        raise ValueError(f"training.coupling 'kabsch_ot' needs particle samples (batch, "
+                         f"n_atoms, 3); got {tuple(x_a.shape)}. Use 'ot' or 'independent'.")
+    ref = x_a[0] - x_a[0].mean(0)
+    x_a, s_a = align_to_reference(x_a, ref, s_a)
+    x_b, s_b = align_to_reference(x_b, ref, s_b)
+    return x_a, x_b, s_a, s_b
 
 
 @dataclass
@@ -104,8 +122,11 @@ class Trainer:
         self.emas = {k: EMA(getattr(self, k), c.ema_decay) for k in ("velocity", "score")}
         self.coupling = _coupling(c.coupling)
         dtype = next(self.velocity.parameters()).dtype
-        self._x_a, self._x_b = self.problem.x_a.to(dtype), self.problem.x_b.to(dtype)
+        x_a, x_b = self.problem.x_a, self.problem.x_b
         s_a, s_b = self.problem.scores() if c.tsm_weight > 0 else (None, None)
+        if c.coupling == "kabsch_ot":
+            x_a, x_b, s_a, s_b = _aligned(x_a, x_b, s_a, s_b)
+        self._x_a, self._x_b = x_a.to(dtype), x_b.to(dtype)
         self._s_a = s_a.to(dtype) if s_a is not None else None
         self._s_b = s_b.to(dtype) if s_b is not None else None
 

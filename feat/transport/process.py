@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,10 +76,15 @@ class Process(abc.ABC):
     def reversed(self) -> Process:
         """The same process in reversed time, with the end energies swapped."""
 
+    projection: Callable[[Tensor], Tensor] | None = None
+
     def _fields(self, t: float, x: Tensor, *fields: Field) -> list[Tensor]:
         with torch.no_grad():
             tt = as_time(t, x)
-            return [f(tt, x).to(torch.float64) for f in fields]
+            return [self._project(f(tt, x).to(torch.float64)) for f in fields]
+
+    def _project(self, v: Tensor) -> Tensor:
+        return v if self.projection is None else self.projection(v)
 
 
 class SDEProcess(Process):
@@ -87,11 +93,14 @@ class SDEProcess(Process):
     ``K+_i(y | x) = N(y; x + h[b(t_i, x) + eps s(t_i, x)], 2 eps h I)`` forward and
     ``K−_i(x | y) = N(x; y − h[b(t_{i+1}, y) − eps s(t_{i+1}, y)], 2 eps h I)`` backward; each step
     adds ``log K+_i(x_{i+1} | x_i) − log K−_i(x_i | x_{i+1})`` to the work (normalisers cancel).
+
+    ``projection`` (e.g. ``remove_com`` for molecules) is applied to the noise and to both
+    fields, so paths stay in its subspace; both kernels are Gaussians of equal variance there,
+    so the work formula is unchanged.
     """
 
-    def __init__(
-        self, velocity: Field, score: Field, eps: float, energy_start: Energy, energy_end: Energy
-    ):
+    def __init__(self, velocity: Field, score: Field, eps: float, energy_start: Energy,
+                 energy_end: Energy, projection: Callable[[Tensor], Tensor] | None = None):
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
             raise ValueError(
                 f"eps must be a finite number > 0 for SDE transport; got {eps!r}. "
@@ -99,6 +108,7 @@ class SDEProcess(Process):
             )
         self.velocity, self.score, self.eps = velocity, score, float(eps)
         self.energy_start, self.energy_end = energy_start, energy_end
+        self.projection = projection
         self._reverse_of: SDEProcess | None = None
 
     def init_state(self, t, x, generator=None):
@@ -107,7 +117,8 @@ class SDEProcess(Process):
     def propose(self, t, t_next, x, state, generator):
         b, s = state
         h = t_next - t
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = self._project(torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                          device=x.device))
         return x + h * (b + self.eps * s) + math.sqrt(2 * self.eps * h) * noise
 
     def log_ratio(self, t, t_next, x, x_next, state, generator=None):
@@ -159,7 +170,7 @@ class ODEProcess(Process):
         """``b(t, x)`` and the Jacobian ``J_b`` (exact) or a probe ``vᵀ J_b v`` (Hutchinson)."""
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            b = self.velocity(as_time(t, xg), xg).to(torch.float64).flatten(1)
+            b = self._project(self.velocity(as_time(t, xg), xg).to(torch.float64)).flatten(1)
             q = (
                 self._jacobian(b, xg)
                 if self.divergence == "exact"
