@@ -58,3 +58,14 @@ def test_minibatch_ot_is_the_exact_assignment():
     assert abs(cost(perm.tolist()) - best) < 1e-6
     assert sorted(perm.tolist()) == list(range(6))
     assert IndependentCoupling()(x_a, x_b).tolist() == list(range(6))
+
+
+def test_time_sampling_ends_follows_the_arcsine_law():
+    x = torch.zeros(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    t = Interpolant(time_sampling="ends").sample(x, x, g).t
+    # arcsine law: P(t < 0.1) = (2/π) asin(sqrt(0.1)) ≈ 0.2048
+    frac = (t < 0.1).double().mean().item()
+    assert abs(frac - 0.2048) < 4 * (0.2048 * 0.7952 / 20000) ** 0.5
+    with pytest.raises(ValueError, match="time_sampling"):
+        Interpolant(time_sampling="beta")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,10 +40,19 @@ class Interpolant:
     """``x_t = alpha(t) x_a + beta(t) x_b + gamma(t) z`` with ``z ~ N(0, I)`` independent."""
 
     def __init__(self, schedule: Schedule | None = None,
-                 noise_projection: Callable[[Tensor], Tensor] | None = None):
-        """``noise_projection`` (e.g. ``remove_com`` for molecules) is applied to ``z``."""
+                 noise_projection: Callable[[Tensor], Tensor] | None = None,
+                 time_sampling: str = "uniform"):
+        """``noise_projection`` (e.g. ``remove_com`` for molecules) is applied to ``z``.
+
+        ``time_sampling``: "uniform" draws t ~ U[0, 1); "ends" draws the arcsine law
+        t = sin²(πu/2), u ~ U[0, 1), which spends more of training where the fields change
+        fastest. Either way each t's minimiser is the same conditional expectation.
+        """
+        if time_sampling not in ("uniform", "ends"):
+            raise ValueError(f"time_sampling must be 'uniform' or 'ends'; got {time_sampling!r}.")
         self.schedule = schedule if schedule is not None else LinearSchedule()
         self.noise_projection = noise_projection
+        self.time_sampling = time_sampling
 
     def sample(
         self,
@@ -60,6 +70,8 @@ class Interpolant:
         n = x_a.shape[0]
         if t is None:
             t = torch.rand(n, generator=generator, dtype=x_a.dtype, device=x_a.device)
+            if self.time_sampling == "ends":
+                t = torch.sin(0.5 * math.pi * t) ** 2
         z = torch.randn(x_a.shape, generator=generator, dtype=x_a.dtype, device=x_a.device)
         if self.noise_projection is not None:
             z = self.noise_projection(z)
