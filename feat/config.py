@@ -109,13 +109,22 @@ class TransportConfig:
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    """Estimator settings: bootstrap resamples and the NaN policy ('raise' or 'drop')."""
+    """Estimator settings: bootstrap resamples and the NaN policy ('raise' or 'drop').
+
+    ``monitor_every`` > 0 estimates ΔF, the bounds and the gap every that many training steps
+    from ``monitor_trajectories`` trajectories per direction (EMA fields, a separate random
+    stream, so monitoring never changes the final result).
+    """
 
     n_bootstrap: int = 200
     nan_policy: str = "raise"
+    monitor_every: int = 0
+    monitor_trajectories: int = 200
 
     def __post_init__(self):
         _check_range(self, "n_bootstrap", 0)
+        _check_range(self, "monitor_every", 0)
+        _check_range(self, "monitor_trajectories", 1)
         _check_choice(self, "nan_policy", ("raise", "drop"))
 
 

@@ -49,6 +49,7 @@ class RunResult:
     out_dir: Path | None
     timings: dict = field(default_factory=dict)
     n_skipped_steps: int = 0
+    monitor: list = field(default_factory=list)
 
 
 def build_fields(
@@ -116,6 +117,27 @@ def _process(cfg, b, s, problem):
     if cfg.method == "ode":
         return ODEProcess(b, problem.energy_a, problem.energy_b, cfg.divergence, proj)
     return SDEProcess(b, s, cfg.eps, problem.energy_a, problem.energy_b, proj)
+
+
+def _monitor(problem, x_a, x_b, config: RunConfig, records: list):
+    """A training callback that appends a quick estimate (dict) to ``records``."""
+    tc, n = config.transport, config.estimate.monitor_trajectories
+    gen = torch.Generator().manual_seed(config.seed + 1)
+
+    def callback(trainer: Trainer) -> None:
+        process = _process(tc, trainer.velocity_ema, trainer.score_ema, problem)
+        grid = _grid(tc)
+        kw = dict(generator=gen, batch_size=tc.batch_size)
+        w_f = transport(process, x_a[:n], grid, **kw).work if len(x_a) else None
+        w_r = transport(process.reversed(), x_b[:n], grid.reversed(), **kw).work \
+            if len(x_b) else None
+        est = estimate(w_f, w_r, n_bootstrap=0, nan_policy="drop")
+        records.append({"step": trainer.step, "delta_f": est.delta_f, "sigma": est.sigma,
+                        "lower": est.bounds.lower, "upper": est.bounds.upper,
+                        "gap": est.bounds.gap, "loss": trainer.history[-1].losses
+                        if trainer.history else None})
+
+    return callback
 
 
 def _grid(cfg) -> TimeGrid:
@@ -196,7 +218,10 @@ def run_problem(
     b, s = build_fields(problem, config.fields, schedule, config.seed)
     interpolant = Interpolant(schedule, noise_projection(problem))
     trainer = Trainer(train_problem, b, s, config.training, interpolant, gen)
-    trainer.train(progress=progress)
+    monitor: list[dict] = []
+    every = config.estimate.monitor_every
+    callback = _monitor(problem, x_a, x_b, config, monitor) if every else None
+    trainer.train(progress=progress, callback=callback, callback_every=every)
     timings["training"] = time.perf_counter() - t0
     if out is not None:
         _save_checkpoint(out / "checkpoint.pt", trainer)
@@ -240,4 +265,4 @@ def run_problem(
                 "training": {"steps": trainer.step, "n_skipped": trainer.n_skipped},
             },
         )
-    return RunResult(est, config, out, timings, trainer.n_skipped)
+    return RunResult(est, config, out, timings, trainer.n_skipped, monitor)

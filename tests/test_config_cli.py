@@ -73,3 +73,17 @@ def test_feat_run_reports_config_errors_with_exit_code(tmp_path, capsys):
     (tmp_path / "system.toml").write_text('[system]\nkind = "gausian"\n')
     assert main(["run", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "Did you mean 'gaussian'" in capsys.readouterr().err
+
+
+def test_monitoring_records_estimates_and_does_not_change_the_result():
+    from feat.pipeline import run
+
+    data = dict(BASE, fields={"hidden": 16, "depth": 1}, training={"steps": 40},
+                transport={"eps": 0.1, "n_points": 10, "n_forward": 100, "n_reverse": 100},
+                estimate={"n_bootstrap": 0})
+    plain = run(resolve(data), progress=False)
+    data["estimate"] = {"n_bootstrap": 0, "monitor_every": 20, "monitor_trajectories": 50}
+    monitored = run(resolve(data), progress=False)
+    assert monitored.estimate.delta_f == plain.estimate.delta_f
+    assert [m["step"] for m in monitored.monitor] == [20, 40]
+    assert all(m["lower"] <= m["upper"] for m in monitored.monitor)
