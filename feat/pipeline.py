@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from .interpolants import Interpolant, LinearSchedule
 from .interpolants.alignment import remove_com
 from .problem import TwoStateProblem
 from .specs import build_problem
+from .storage import save_torch, write_json
 from .training import Trainer
 from .transport import ODEProcess, SDEProcess, TimeGrid, transport
 
@@ -144,24 +143,12 @@ def _grid(cfg) -> TimeGrid:
     return getattr(TimeGrid, cfg.grid)(cfg.n_points)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _save_checkpoint(path: Path, trainer: Trainer) -> None:
-    state = {
-        "step": trainer.step,
-        "n_skipped": trainer.n_skipped,
-        "ema": {k: e.state_dict() for k, e in trainer.emas.items()},
-        "live": {k: getattr(trainer, k).state_dict() for k in ("velocity", "score")},
-        "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
-        "torch": torch.__version__,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_torch(path, {"step": trainer.step, "n_skipped": trainer.n_skipped,
+                      "ema": {k: e.state_dict() for k, e in trainer.emas.items()},
+                      "live": {k: getattr(trainer, k).state_dict() for k in ("velocity", "score")},
+                      "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
+                      "torch": torch.__version__})
 
 
 def _provenance(config: RunConfig) -> dict:
@@ -207,7 +194,7 @@ def run_problem(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(
+        write_json(
             out / "config.json", {"config": config.to_dict(), "provenance": _provenance(config)}
         )
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
@@ -256,7 +243,7 @@ def run_problem(
             eps=tc.eps,
             seed=config.seed,
         )
-        _write_json(
+        write_json(
             out / "results.json",
             {
                 "name": config.name,

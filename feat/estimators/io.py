@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..storage import save_npz
 from .works import as_work_array, check_works
 
 __all__ = ["SavedWorks", "load_works", "save_works", "to_pymbar"]
@@ -82,18 +82,7 @@ def save_works(
     for name, work in (("work_f", work_f), ("work_r", work_r)):
         if work is not None:
             arrays[name] = as_work_array(work, name)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_npz(path, arrays)
 
 
 def load_works(path: str | os.PathLike) -> SavedWorks:

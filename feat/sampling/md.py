@@ -61,12 +61,12 @@ from feat.energies.states import copy_system
 from feat.sampling.trajectory import (
     MDSamples,
     as_mdtraj_topology,
-    atomic_write,
     chunks_on_disk,
     load_md_samples,
     read_checkpoint,
     write_chunk,
 )
+from feat.storage import atomic_write
 
 __all__ = ["Decorrelation", "LangevinMD", "MDSamples", "decorrelate",
            "flat_bottom_dihedral_restraint", "load_md_samples", "repartition_hydrogen_mass"]

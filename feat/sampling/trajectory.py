@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,17 +197,6 @@ def _tmp(folder: Path, stem: str, suffix: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=suffix)
     os.close(fd)
     return tmp
-
-
-def atomic_write(path: Path, write: Callable[[str], Any], suffix: str) -> None:
-    """``write(tmp)`` to a temporary file beside ``path`` (ending in ``suffix``), then rename."""
-    tmp = _tmp(path.parent, path.stem, suffix)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write_npz(tmp: str, arrays: dict) -> None:

@@ -1,0 +1,58 @@
+"""Atomic file writes: write to a temporary file beside the target, fsync, then rename.
+
+A reader (or a resumed run) never sees a half-written file; on any failure, disk-full
+included, the temporary file is removed and the previous version of the target survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write", "save_npz", "write_json", "save_torch"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any],
+                 suffix: str = ".tmp") -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then ``os.replace`` it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """``np.savez`` of ``arrays`` to ``path`` (exactly that name), atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, write, ".npz")
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Indented JSON (non-JSON values via ``str``), atomically."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)``, atomically."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), ".pt")
