@@ -63,6 +63,29 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_sample(args) -> int:
+    import time
+
+    import torch
+
+    from .config import load_run_config
+    from .specs import build_problem
+
+    config = load_run_config(args.system, args.preset)
+    print(_threads(args.threads), file=sys.stderr)
+    start = time.perf_counter()
+    problem = build_problem(config.system, torch.Generator().manual_seed(config.seed))
+    print(f"{problem.name}: x_a {tuple(problem.x_a.shape)}, x_b {tuple(problem.x_b.shape)} "
+          f"ready in {time.perf_counter() - start:.0f} s")
+    for state in ("a", "b"):
+        md = problem.metadata.get(f"md_{state}")
+        if md:
+            print(f"  state {state}: {md['n_decorrelated']} decorrelated of {md['n_inside']} "
+                  f"frames inside ({md['n_frames']} saved), statistical inefficiency "
+                  f"{md['statistical_inefficiency']:.1f} frames; MD in {md['md_dir']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feat",
@@ -97,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
+    sm = sub.add_parser("sample", help="draw (or reuse cached) end-state samples of a system",
+                        description="Build the system's end states and their samples exactly as "
+                        "'feat run' would (MD, HMC or exact sampling), caching them on disk so a "
+                        "later 'feat run' reuses them; prints a summary.")
+    sm.add_argument("system", help="a system folder holding system.toml, or a .toml run file")
+    sm.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
+    sm.add_argument("--threads", type=int, help="torch threads (default 1)")
+    sm.set_defaults(func=_cmd_sample)
     return p
 
 

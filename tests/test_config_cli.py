@@ -87,3 +87,8 @@ def test_monitoring_records_estimates_and_does_not_change_the_result():
     assert monitored.estimate.delta_f == plain.estimate.delta_f
     assert [m["step"] for m in monitored.monitor] == [20, 40]
     assert all(m["lower"] <= m["upper"] for m in monitored.monitor)
+
+
+def test_feat_sample_prints_the_sample_shapes(capsys):
+    assert main(["sample", "systems/gaussian", "--preset", "quick"]) == 0
+    assert "x_a (12000, 10), x_b (12000, 10)" in capsys.readouterr().out
