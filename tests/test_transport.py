@@ -161,3 +161,16 @@ def test_exact_mixture_fields_transport_a_multimodal_pair():
     est, _, _ = _run(SDEProcess(b, s, 0.05, ea, eb), ea, eb, 1000, TimeGrid.uniform(200), seed=7)
     assert abs(est.delta_f) < 3 * est.sigma, est.summary()
     assert est.bounds.gap < 0.5, est.summary()
+
+
+def test_reverse_ode_is_the_exact_inverse_of_the_forward_map():
+    ga, gb, _ = gaussian_pair(d=2)
+    b, _ = exact_fields(ga, gb)
+    p = ODEProcess(b, ga, gb)
+    grid = TimeGrid.ends_refined(25)
+    x0 = ga.sample(20, torch.Generator().manual_seed(1))
+    fwd = transport(p, x0, grid)
+    rev = transport(p.reversed(), fwd.x_end, grid.reversed())
+    torch.testing.assert_close(rev.x_end, x0, rtol=0, atol=1e-8)
+    torch.testing.assert_close(rev.work, -fwd.work, rtol=0, atol=1e-8)
+    assert "implicit" in repr(p.reversed()) and p.reversed().reversed() is p

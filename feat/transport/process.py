@@ -147,23 +147,28 @@ class SDEProcess(Process):
 
 
 class ODEProcess(Process):
-    """Escorted Jarzynski with the Euler flow ``x_{i+1} = x_i + h b(t_i, x_i)`` (eps = 0).
+    """Escorted Jarzynski with Euler steps of ``dx/dt = b(t, x)`` (eps = 0).
 
-    Each step adds ``−log|det(I + h J_b)|``: exactly (``divergence="exact"``, a full Jacobian,
-    fine for small dimensions) or with a one-probe Hutchinson estimate of ``h tr J_b``
-    (``divergence="hutchinson"``: first order in h and stochastic, so ``exp(−W)`` is biased).
-    The reversed process steps Euler on ``−b(1 − τ, x)``, the inverse of the forward map only
-    up to O(h²) per step: each one-sided estimate is exact, the two-sided BAR combination is
-    consistent only as the grid is refined.
+    The forward process takes explicit steps ``y = x + h b(t_i, x)`` and adds
+    ``−log|det(I + h J_b(t_i, x))|`` to the work. Its :meth:`reversed` process takes the exact
+    inverse of those maps, implicit steps ``x = y + h b̃(τ_{j+1}, x)`` on ``b̃(τ, x) =
+    −b(1 − τ, x)`` solved by fixed-point iteration (to ``tol``), adding
+    ``+log|det(I − h J_b̃(τ_{j+1}, x))|``. Forward and reverse maps are therefore inverses, so
+    Crooks' relation and BAR hold exactly, not only as the grid is refined.
+
+    ``divergence="exact"`` uses the full Jacobian (fine for small dimensions);
+    ``"hutchinson"`` replaces ``log|det(I + h J)|`` by a one-probe estimate of ``h tr J``,
+    first order in h and stochastic, so ``exp(−W)`` is then biased: say so when reporting.
     """
 
-    def __init__(
-        self, velocity: Field, energy_start: Energy, energy_end: Energy, divergence: str = "exact"
-    ):
+    def __init__(self, velocity: Field, energy_start: Energy, energy_end: Energy,
+                 divergence: str = "exact", projection: Callable[[Tensor], Tensor] | None = None,
+                 implicit: bool = False, tol: float = 1e-10, max_iter: int = 200):
         if divergence not in ("exact", "hutchinson"):
             raise ValueError(f"divergence must be 'exact' or 'hutchinson'; got {divergence!r}.")
-        self.velocity, self.divergence = velocity, divergence
+        self.velocity, self.divergence, self.projection = velocity, divergence, projection
         self.energy_start, self.energy_end = energy_start, energy_end
+        self.implicit, self.tol, self.max_iter = bool(implicit), float(tol), int(max_iter)
         self._reverse_of: ODEProcess | None = None
 
     def init_state(self, t, x, generator=None):
@@ -171,32 +176,40 @@ class ODEProcess(Process):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             b = self._project(self.velocity(as_time(t, xg), xg).to(torch.float64)).flatten(1)
-            q = (
-                self._jacobian(b, xg)
-                if self.divergence == "exact"
-                else self._probe(b, xg, generator)
-            )
+            exact = self.divergence == "exact"
+            q = self._jacobian(b, xg) if exact else self._probe(b, xg, generator)
         return b.detach().reshape(x.shape), q.detach()
 
     def propose(self, t, t_next, x, state, generator):
-        return x + (t_next - t) * state[0]
+        h = t_next - t
+        y = x + h * state[0]
+        if not self.implicit:
+            return y
+        for _ in range(self.max_iter):
+            (b,) = self._fields(t_next, y, self.velocity)
+            y_new = x + h * b
+            if float((y_new - y).abs().max()) < self.tol:
+                return y_new
+            y = y_new
+        raise RuntimeError(f"an implicit (reverse) ODE step from t = {t:.6g} did not converge in "
+                           f"{self.max_iter} iterations: h = {h:.3g} is too large for this "
+                           "velocity field. Use more grid points (transport.n_points).")
 
     def log_ratio(self, t, t_next, x, x_next, state, generator=None):
-        h, q = t_next - t, state[1]
+        h, nxt = t_next - t, self.init_state(t_next, x_next, generator)
+        sign, q = (1.0, nxt[1]) if self.implicit else (-1.0, state[1])
         if self.divergence == "exact":
             eye = torch.eye(q.shape[-1], dtype=torch.float64, device=q.device)
-            logdet = torch.linalg.slogdet(eye + h * q)[1]
+            logdet = torch.linalg.slogdet(eye - sign * h * q)[1]
         else:
-            logdet = h * q
-        return -logdet, self.init_state(t_next, x_next, generator)
+            logdet = -sign * h * q
+        return sign * logdet, nxt
 
     @staticmethod
     def _jacobian(b: Tensor, xg: Tensor) -> Tensor:
         d = b.shape[1]
-        rows = [
-            torch.autograd.grad(b[:, k].sum(), xg, retain_graph=k < d - 1)[0].flatten(1)
-            for k in range(d)
-        ]
+        rows = [torch.autograd.grad(b[:, k].sum(), xg, retain_graph=k < d - 1)[0].flatten(1)
+                for k in range(d)]
         return torch.stack(rows, dim=1).to(torch.float64)
 
     @staticmethod
@@ -208,11 +221,12 @@ class ODEProcess(Process):
     def reversed(self) -> ODEProcess:
         if self._reverse_of is not None:
             return self._reverse_of
-        rev = ODEProcess(
-            _reverse(self.velocity, -1.0), self.energy_end, self.energy_start, self.divergence
-        )
+        rev = ODEProcess(_reverse(self.velocity, -1.0), self.energy_end, self.energy_start,
+                         self.divergence, self.projection, not self.implicit, self.tol,
+                         self.max_iter)
         rev._reverse_of = self
         return rev
 
     def __repr__(self) -> str:
-        return f"ODEProcess(divergence={self.divergence!r})"
+        kind = "implicit" if self.implicit else "explicit"
+        return f"ODEProcess(divergence={self.divergence!r}, {kind} Euler)"
