@@ -52,7 +52,7 @@ def _cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{args.preset or 'default'}"
     print(f"feat run {config.name} (preset {args.preset or 'default'}) → {out}", file=sys.stderr)
     print(_threads(args.threads), file=sys.stderr)
-    result = run(config, out, progress=not args.no_progress)
+    result = run(config, out, progress=not args.no_progress, resume=args.resume)
     print(result.estimate.summary())
     t = result.timings
     print(
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. --set training.steps=500 (repeatable)",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint (same settings); the "
+                   "result equals an uninterrupted run's")
     r.set_defaults(func=_cmd_run)
     sm = sub.add_parser("sample", help="draw (or reuse cached) end-state samples of a system",
                         description="Build the system's end states and their samples exactly as "
@@ -134,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
+    from .training.checkpoint import CheckpointError
 
     try:
         return args.func(args)
-    except (ConfigError, ValueError, TypeError) as err:
+    except (ConfigError, ValueError, TypeError, CheckpointError) as err:
         print(f"feat: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

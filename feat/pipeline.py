@@ -2,14 +2,18 @@
 
 ``run(config, out_dir)`` writes a run directory:
 
-    config.json      the fully resolved configuration
-    checkpoint.pt    EMA weights of b and s (+ live weights, optimiser state, step)
-    works.npz        forward and reverse works, float64, with the transport settings
-    results.json     ΔF, σ, every estimator, bounds, gap, ESS, non-finite counts, timings
+    config.json          the fully resolved configuration and provenance
+    checkpoint.pt        trainer state (weights, EMA, optimisers, RNG states, step, history),
+                         written atomically every training.checkpoint_every steps;
+    checkpoint.prev.pt   the one before it (the fallback if the newest is unreadable)
+    works.npz            forward and reverse works, float64, with the transport settings
+    results.json         ΔF, σ, every estimator, bounds, gap, ESS, non-finite counts, timings,
+                         the training history and the in-training estimates
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -32,8 +36,9 @@ from .interpolants import Interpolant, LinearSchedule
 from .interpolants.alignment import remove_com
 from .problem import TwoStateProblem
 from .specs import build_problem
-from .storage import save_torch, write_json
+from .storage import write_json
 from .training import Trainer
+from .training.checkpoint import load_checkpoint, save_checkpoint
 from .transport import ODEProcess, SDEProcess, TimeGrid, transport
 
 __all__ = ["RunResult", "build_fields", "run", "run_problem", "split_holdout"]
@@ -118,37 +123,8 @@ def _process(cfg, b, s, problem):
     return SDEProcess(b, s, cfg.eps, problem.energy_a, problem.energy_b, proj)
 
 
-def _monitor(problem, x_a, x_b, config: RunConfig, records: list):
-    """A training callback that appends a quick estimate (dict) to ``records``."""
-    tc, n = config.transport, config.estimate.monitor_trajectories
-    gen = torch.Generator().manual_seed(config.seed + 1)
-
-    def callback(trainer: Trainer) -> None:
-        process = _process(tc, trainer.velocity_ema, trainer.score_ema, problem)
-        grid = _grid(tc)
-        kw = dict(generator=gen, batch_size=tc.batch_size)
-        w_f = transport(process, x_a[:n], grid, **kw).work if len(x_a) else None
-        w_r = transport(process.reversed(), x_b[:n], grid.reversed(), **kw).work \
-            if len(x_b) else None
-        est = estimate(w_f, w_r, n_bootstrap=0, nan_policy="drop")
-        records.append({"step": trainer.step, "delta_f": est.delta_f, "sigma": est.sigma,
-                        "lower": est.bounds.lower, "upper": est.bounds.upper,
-                        "gap": est.bounds.gap, "loss": trainer.history[-1].losses
-                        if trainer.history else None})
-
-    return callback
-
-
 def _grid(cfg) -> TimeGrid:
     return getattr(TimeGrid, cfg.grid)(cfg.n_points)
-
-
-def _save_checkpoint(path: Path, trainer: Trainer) -> None:
-    save_torch(path, {"step": trainer.step, "n_skipped": trainer.n_skipped,
-                      "ema": {k: e.state_dict() for k, e in trainer.emas.items()},
-                      "live": {k: getattr(trainer, k).state_dict() for k in ("velocity", "score")},
-                      "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
-                      "torch": torch.__version__})
 
 
 def _provenance(config: RunConfig) -> dict:
@@ -164,92 +140,127 @@ def _provenance(config: RunConfig) -> dict:
     }
 
 
-def run(
-    config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True
-) -> RunResult:
+def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
+        resume: bool = False) -> RunResult:
     """Build the problem of ``config.system`` and run every stage (see :func:`run_problem`)."""
     gen = torch.Generator().manual_seed(config.seed)
     t0 = time.perf_counter()
     problem = build_problem(config.system, gen)
-    result = run_problem(problem, config, out_dir, progress=progress, generator=gen)
+    result = run_problem(problem, config, out_dir, progress=progress, generator=gen,
+                         resume=resume)
     result.timings["problem"] = time.perf_counter() - t0 - sum(result.timings.values())
     return result
 
 
-def run_problem(
-    problem: TwoStateProblem,
-    config: RunConfig | None = None,
-    out_dir: str | Path | None = None,
-    *,
-    progress: bool = True,
-    generator: torch.Generator | None = None,
-) -> RunResult:
+def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
+                out_dir: str | Path | None = None, *, progress: bool = True,
+                generator: torch.Generator | None = None, resume: bool = False) -> RunResult:
     """Train, transport and estimate on ``problem``; write the run directory when given.
 
     ``config`` defaults to ``RunConfig()``; its ``system`` table is not used here. The last
     ``transport.n_forward`` / ``n_reverse`` samples of each state are held out of training
-    and start the transports.
+    and start the transports. With ``resume``, training continues from the run directory's
+    checkpoint, and the result equals that of an uninterrupted run with the same seed.
     """
     config = config if config is not None else RunConfig()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out / "config.json", {"config": config.to_dict(), "provenance": _provenance(config)}
-        )
+        write_json(out / "config.json", {"config": config.to_dict(),
+                                         "provenance": _provenance(config)})
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
-    timings, t0 = {}, time.perf_counter()
     tc = config.transport
     train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
+    t0 = time.perf_counter()
+    trainer, monitor = _train(problem, train_problem, x_a, x_b, config, gen, out, progress,
+                              resume)
+    timings = {"training": time.perf_counter() - t0}
+    process = _process(tc, trainer.velocity_ema, trainer.score_ema, problem)
+    t0 = time.perf_counter()
+    grid, kw = _grid(tc), dict(generator=gen, batch_size=tc.batch_size, progress=progress)
+    work_f = transport(process, x_a, grid, desc="forward a → b", **kw).work \
+        if tc.n_forward else None
+    work_r = transport(process.reversed(), x_b, grid.reversed(), desc="reverse b → a",
+                       **kw).work if tc.n_reverse else None
+    timings["transport"] = time.perf_counter() - t0
+    ec = config.estimate
+    est = estimate(work_f, work_r, reference=problem.reference, n_bootstrap=ec.n_bootstrap,
+                   seed=config.seed, nan_policy=ec.nan_policy)
+    if out is not None:
+        save_works(out / "works.npz", work_f, work_r, process=repr(process),
+                   n_points=tc.n_points, grid=tc.grid, eps=tc.eps, seed=config.seed)
+        write_json(out / "results.json", {
+            "name": config.name, "estimate": est.to_dict(), "timings_s": timings,
+            "training": {"steps": trainer.step, "n_skipped": trainer.n_skipped,
+                         "history": [dataclasses.asdict(r) for r in trainer.history]},
+            "monitor": monitor.records})
+    return RunResult(est, config, out, timings, trainer.n_skipped, monitor.records)
+
+
+def _train(problem, train_problem, x_a, x_b, config: RunConfig, gen, out: Path | None,
+           progress: bool, resume: bool) -> tuple[Trainer, Monitor]:
+    """Build the fields and the trainer, restore a checkpoint if asked, and train."""
     schedule = LinearSchedule()
     b, s = build_fields(problem, config.fields, schedule, config.seed)
     interpolant = Interpolant(schedule, noise_projection(problem))
     trainer = Trainer(train_problem, b, s, config.training, interpolant, gen)
-    monitor: list[dict] = []
-    every = config.estimate.monitor_every
-    callback = _monitor(problem, x_a, x_b, config, monitor) if every else None
-    trainer.train(progress=progress, callback=callback, callback_every=every)
-    timings["training"] = time.perf_counter() - t0
+    monitor = Monitor(problem, x_a, x_b, config)
+    identity = _identity(config)
+    if resume and out is not None:
+        state = load_checkpoint(out / "checkpoint.pt", identity)
+        if state is not None:
+            trainer.load_state_dict(state["trainer"])
+            monitor.load_state_dict(state["monitor"])
+
+    def save(tr: Trainer) -> None:
+        save_checkpoint(out / "checkpoint.pt", {"trainer": tr.state_dict(),
+                                               "monitor": monitor.state_dict()}, identity)
+
+    callbacks = [(config.estimate.monitor_every, monitor)]
     if out is not None:
-        _save_checkpoint(out / "checkpoint.pt", trainer)
-    process = _process(tc, trainer.velocity_ema, trainer.score_ema, problem)
-    t0 = time.perf_counter()
-    grid, kw = _grid(tc), dict(generator=gen, batch_size=tc.batch_size, progress=progress)
-    work_f = (
-        transport(process, x_a, grid, desc="forward a → b", **kw).work if tc.n_forward else None
-    )
-    work_r = (
-        transport(process.reversed(), x_b, grid.reversed(), desc="reverse b → a", **kw).work
-        if tc.n_reverse
-        else None
-    )
-    timings["transport"] = time.perf_counter() - t0
-    est = estimate(
-        work_f,
-        work_r,
-        reference=problem.reference,
-        n_bootstrap=config.estimate.n_bootstrap,
-        seed=config.seed,
-        nan_policy=config.estimate.nan_policy,
-    )
+        callbacks.append((config.training.checkpoint_every, save))
+    trainer.train(progress=progress, callbacks=callbacks)
     if out is not None:
-        save_works(
-            out / "works.npz",
-            work_f,
-            work_r,
-            process=repr(process),
-            n_points=tc.n_points,
-            grid=tc.grid,
-            eps=tc.eps,
-            seed=config.seed,
-        )
-        write_json(
-            out / "results.json",
-            {
-                "name": config.name,
-                "estimate": est.to_dict(),
-                "timings_s": timings,
-                "training": {"steps": trainer.step, "n_skipped": trainer.n_skipped},
-            },
-        )
-    return RunResult(est, config, out, timings, trainer.n_skipped, monitor)
+        save(trainer)
+    return trainer, monitor
+
+
+def _identity(config: RunConfig) -> dict:
+    """What a checkpoint must match to be resumed: everything that shapes training."""
+    d = config.to_dict()
+    d["training"].pop("checkpoint_every")
+    return {k: d[k] for k in ("system", "seed", "fields", "training")}
+
+
+class Monitor:
+    """A training callback: a quick estimate (ΔF, σ, bounds, gap, loss) every call.
+
+    Uses its own random stream, so monitoring never changes the final result.
+    """
+
+    def __init__(self, problem, x_a, x_b, config: RunConfig):
+        self.problem, self.config = problem, config
+        n = config.estimate.monitor_trajectories
+        self.x_a, self.x_b = x_a[:n], x_b[:n]
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.records: list[dict] = []
+
+    def __call__(self, trainer: Trainer) -> None:
+        tc = self.config.transport
+        process = _process(tc, trainer.velocity_ema, trainer.score_ema, self.problem)
+        grid, kw = _grid(tc), dict(generator=self.generator, batch_size=tc.batch_size)
+        w_f = transport(process, self.x_a, grid, **kw).work if len(self.x_a) else None
+        w_r = transport(process.reversed(), self.x_b, grid.reversed(), **kw).work \
+            if len(self.x_b) else None
+        est = estimate(w_f, w_r, n_bootstrap=0, nan_policy="drop")
+        self.records.append({"step": trainer.step, "delta_f": est.delta_f, "sigma": est.sigma,
+                             "lower": est.bounds.lower, "upper": est.bounds.upper,
+                             "gap": est.bounds.gap,
+                             "loss": trainer.history[-1].losses if trainer.history else None})
+
+    def state_dict(self) -> dict:
+        return {"records": list(self.records), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.records = list(state["records"])
+        self.generator.set_state(state["generator"])

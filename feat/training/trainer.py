@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,7 @@ class TrainingConfig:
     lr, lr_final : learning rate, cosine-annealed to ``lr_final`` (equal values: constant).
     grad_clip : gradient-norm clip per network.  ema_decay : weight averaging for estimation.
     tsm_weight : weight of target score matching (0 turns it off).
+    checkpoint_every : steps between checkpoints in a run directory (0: only at the end).
     coupling : "independent", "ot" (minibatch optimal transport) or "kabsch_ot" (centre and
         Kabsch-align molecules to one reference first; needs equivariant fields).
     """
@@ -41,6 +43,7 @@ class TrainingConfig:
     ema_decay: float = 0.995
     tsm_weight: float = 0.1
     coupling: str = "independent"
+    checkpoint_every: int = 1000
 
     def __post_init__(self):
         checks = {
@@ -51,6 +54,7 @@ class TrainingConfig:
             "grad_clip": self.grad_clip > 0,
             "ema_decay": 0 <= self.ema_decay < 1,
             "tsm_weight": self.tsm_weight >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
         }
         for key, ok in checks.items():
             if not ok:
@@ -189,23 +193,44 @@ class Trainer:
             time.perf_counter() - t0,
         )
 
-    def train(
-        self,
-        steps: int | None = None,
-        *,
-        log_every: int = 50,
-        progress: bool = True,
-        callback: Callable[[Trainer], None] | None = None,
-        callback_every: int = 0,
-    ) -> list[TrainingRecord]:
-        """Run ``steps`` (default: up to ``config.steps``) steps; returns the logged records."""
+    def train(self, steps: int | None = None, *, log_every: int = 50, progress: bool = True,
+              callbacks: Sequence[tuple[int, Callable[[Trainer], None]]] = ()
+              ) -> list[TrainingRecord]:
+        """Run ``steps`` (default: up to ``config.steps``) steps; returns the logged records.
+
+        ``callbacks`` holds ``(every, fn)`` pairs: ``fn(trainer)`` runs after every ``every``-th
+        step (e.g. checkpoints and in-training estimates).
+        """
         steps = self.config.steps - self.step if steps is None else int(steps)
-        bar = tqdm(range(steps), disable=not progress, desc="train", dynamic_ncols=True)
+        bar = tqdm(range(steps), disable=not progress, desc="train", dynamic_ncols=True,
+                   initial=0)
         for _ in bar:
             rec = self.train_step()
             if self.step % log_every == 0 or self.step == self.config.steps:
                 self.history.append(rec)
                 bar.set_postfix(loss=f"{rec.losses['total']:.3g}", skipped=self.n_skipped)
-            if callback is not None and callback_every and self.step % callback_every == 0:
-                callback(self)
+            for every, fn in callbacks:
+                if every and self.step % every == 0:
+                    fn(self)
         return self.history
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-identically: weights, optimisers, EMA, RNG, step."""
+        return {"step": self.step, "n_skipped": self.n_skipped,
+                "velocity": self.velocity.state_dict(), "score": self.score.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "ema": {k: e.state_dict() for k, e in self.emas.items()},
+                "generator": self.generator.get_state(),
+                "history": [dataclasses.asdict(r) for r in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (the networks must have the same architecture)."""
+        self.velocity.load_state_dict(state["velocity"])
+        self.score.load_state_dict(state["score"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, ema in self.emas.items():
+            ema.load_state_dict(state["ema"][k])
+        self.generator.set_state(state["generator"])
+        self.step, self.n_skipped = int(state["step"]), int(state["n_skipped"])
+        self.history = [TrainingRecord(**r) for r in state["history"]]
