@@ -86,6 +86,42 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import load_run, write_report
+
+    record = load_run(args.run_dir)
+    path = write_report(record)
+    print(record.estimate.summary())
+    print(f"report in {path} (plots in {path.parent / 'plots'})", file=sys.stderr)
+    if not record.reproduced:
+        print(f"feat report: the estimate recomputed from works.npz differs from results.json "
+              f"in {', '.join(record.mismatches)}; the report shows the recomputed numbers.",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_estimate(args) -> int:
+    from .pipeline import estimate_shard, merge_shards
+    from .pipeline.shards import parse_shard
+
+    print(_threads(args.threads), file=sys.stderr)
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    path = estimate_shard(args.run_dir, shard, progress=not args.no_progress)
+    print(f"works of shard {shard[0]}/{shard[1]} in {path}", file=sys.stderr)
+    if args.shard is None:
+        print(merge_shards(args.run_dir).summary())
+    return 0
+
+
+def _cmd_merge(args) -> int:
+    from .pipeline import merge_shards
+
+    print(merge_shards(args.run_dir).summary())
+    print(f"results in {Path(args.run_dir) / 'results.json'}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feat",
@@ -131,6 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
     sm.add_argument("--threads", type=int, help="torch threads (default 1)")
     sm.set_defaults(func=_cmd_sample)
+    rp = sub.add_parser("report", help="write report.md and plots for a run directory",
+                        description="Recompute the estimate from a run directory's works.npz, "
+                        "check it equals results.json (exit 1 if not), and write report.md and "
+                        "plots/*.png into the directory.")
+    rp.add_argument("run_dir", help="a directory written by 'feat run' (e.g. runs/gaussian-quick)")
+    rp.set_defaults(func=_cmd_report)
+    e = sub.add_parser("estimate", help="transport and estimate with a trained run (shardable)",
+                       description="Run the forward and reverse transports of a trained run "
+                       "directory and estimate ΔF. With --shard K/N only every N-th chunk of "
+                       "trajectories is run (K = 0..N-1, e.g. one per job-array task); "
+                       "'feat merge' then combines the shards into a result identical to an "
+                       "unsharded run with the same seed.")
+    e.add_argument("run_dir", help="a run directory written by 'feat run' (holds checkpoint.pt)")
+    e.add_argument("--shard", metavar="K/N", help="run shard K of N (0-based)")
+    e.add_argument("--threads", type=int, help="torch threads (default 1)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_estimate)
+    m = sub.add_parser("merge", help="combine the shards of 'feat estimate --shard'",
+                       description="Combine works.shard-K-of-N.npz of a run directory into "
+                       "works.npz and results.json (checks that every shard is there).")
+    m.add_argument("run_dir", help="the run directory holding the shards")
+    m.set_defaults(func=_cmd_merge)
     return p
 
 

@@ -34,6 +34,7 @@ eps = 0.1
 n_points = 20
 n_forward = 200
 n_reverse = 200
+batch_size = 50
 [estimate]
 n_bootstrap = 10
 """
@@ -98,3 +99,24 @@ def test_corrupt_checkpoint_falls_back_and_incompatible_one_is_refused(tmp_path)
         (out / name).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable.*start over"):
         load_checkpoint(out / "checkpoint.pt", {})
+
+
+def test_sharded_estimation_merges_to_the_unsharded_result(tmp_path, capsys):
+    from feat.cli import main
+
+    out = tmp_path / "run"
+    run(_config(), out, progress=False)
+    whole = json.loads((out / "results.json").read_text())["estimate"]
+    (out / "results.json").unlink()
+    for k in (1, 0, 2):
+        assert main(["estimate", str(out), "--shard", f"{k}/3", "--no-progress"]) == 0
+    assert main(["merge", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())["estimate"]
+    for key in ("delta_f", "sigma", "sigma_bootstrap"):
+        assert merged[key] == whole[key], key
+    assert "ΔF =" in capsys.readouterr().out
+    (out / "works.shard-1-of-3.npz").unlink()
+    assert main(["merge", str(out)]) == 2
+    assert "shards [1] of 3 are missing" in capsys.readouterr().err
+    assert main(["estimate", str(out), "--shard", "0/9"]) == 2
+    assert "only 4 chunk(s)" in capsys.readouterr().err

@@ -174,3 +174,19 @@ def test_reverse_ode_is_the_exact_inverse_of_the_forward_map():
     torch.testing.assert_close(rev.x_end, x0, rtol=0, atol=1e-8)
     torch.testing.assert_close(rev.work, -fwd.work, rtol=0, atol=1e-8)
     assert "implicit" in repr(p.reversed()) and p.reversed().reversed() is p
+
+
+def test_seeded_chunks_make_any_shard_reproduce_the_full_run():
+    ga, gb, _ = gaussian_pair(d=2)
+    b, s = exact_fields(ga, gb)
+    p = SDEProcess(b, s, 0.1, ga, gb)
+    x0 = ga.sample(23, torch.Generator().manual_seed(0))
+    full = transport(p, x0, TimeGrid.uniform(5), seed=11, batch_size=5)
+    shards = [transport(p, x0, TimeGrid.uniform(5), seed=11, batch_size=5, chunks=range(k, 5, 2))
+              for k in (0, 1)]
+    index = torch.cat([r.index for r in shards])
+    work = torch.cat([r.work for r in shards])
+    assert sorted(index.tolist()) == list(range(23))
+    torch.testing.assert_close(work[torch.argsort(index)], full.work, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs seed"):
+        transport(p, x0, TimeGrid.uniform(5), chunks=[0])

@@ -1,7 +1,13 @@
 """Transport: processes (SDE, ODE and their reversals), time grids, one integrator, works."""
 
 from .grid import TimeGrid
-from .integrator import TransportResult, forward_and_reverse, path_work, transport
+from .integrator import (
+    TransportResult,
+    chunk_generator,
+    forward_and_reverse,
+    path_work,
+    transport,
+)
 from .process import ODEProcess, Process, ReversedField, SDEProcess
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "SDEProcess",
     "TimeGrid",
     "TransportResult",
+    "chunk_generator",
     "forward_and_reverse",
     "path_work",
     "transport",

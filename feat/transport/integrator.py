@@ -7,8 +7,10 @@ direction is this same code on ``process.reversed()`` with ``grid.reversed()``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -17,7 +19,7 @@ from ..energies.base import check_batch
 from .grid import TimeGrid
 from .process import Process
 
-__all__ = ["TransportResult", "transport", "path_work", "forward_and_reverse"]
+__all__ = ["TransportResult", "chunk_generator", "forward_and_reverse", "path_work", "transport"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class TransportResult:
     path : (n, M + 1, *event_shape) float64 when stored, else None.
     process : a short description (e.g. ``SDEProcess(eps=0.01)``).
     n_steps : M. seconds : wall time.
+    index : (n,) rows of the input ``x0`` these trajectories started from.
     """
 
     work: Tensor
@@ -40,6 +43,7 @@ class TransportResult:
     process: str
     n_steps: int
     seconds: float
+    index: Tensor | None = None
 
     @property
     def n_nonfinite(self) -> int:
@@ -64,17 +68,17 @@ def _run_chunk(process: Process, x: Tensor, times: list[float], generator, store
     return work, x, (torch.stack(path, dim=1) if store_path else None)
 
 
-def transport(
-    process: Process,
-    x0: Tensor,
-    grid: TimeGrid,
-    *,
-    generator=None,
-    batch_size: int = 1024,
-    store_path: bool = False,
-    progress: bool = False,
-    desc: str = "transport",
-) -> TransportResult:
+def chunk_generator(seed: int, chunk: int) -> torch.Generator:
+    """The generator of chunk ``chunk`` of a seeded transport: independent streams per chunk,
+    so any subset of chunks (a shard) reproduces exactly the works of the full run."""
+    state = np.random.SeedSequence([int(seed), int(chunk)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def transport(process: Process, x0: Tensor, grid: TimeGrid, *, generator=None,
+              seed: int | None = None, chunks: Sequence[int] | None = None,
+              batch_size: int = 1024, store_path: bool = False, progress: bool = False,
+              desc: str = "transport") -> TransportResult:
     """Transport samples ``x0`` of the start state along ``grid`` and accumulate works.
 
     Parameters
@@ -82,35 +86,43 @@ def transport(
     process : an :class:`SDEProcess` or :class:`ODEProcess` (or its ``.reversed()``).
     x0 : (n, *event_shape) samples of the start state; the state is kept in float64.
     grid : the time grid, in the process's own time.
-    generator : ``torch.Generator`` for the noise (explicit randomness).
-    batch_size : trajectories per chunk, bounding memory.
+    generator : ``torch.Generator`` for the noise, used by the chunks in turn; or
+    seed : an integer from which every chunk draws its own stream (:func:`chunk_generator`),
+        which makes sharding exact; then
+    chunks : the indices of the chunks to run (a shard; default all). ``result.index`` says
+        which rows of ``x0`` they were.
+    batch_size : trajectories per chunk, bounding memory (and defining the chunks).
     store_path : keep every point (memory n × (M + 1) × d × 8 bytes).
     progress, desc : show a progress bar over steps, with this label.
     """
-    if not isinstance(grid, TimeGrid):
-        grid = TimeGrid(grid)
+    grid = grid if isinstance(grid, TimeGrid) else TimeGrid(grid)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    if seed is not None and generator is not None:
+        raise ValueError("give either generator or seed, not both.")
+    if chunks is not None and seed is None:
+        raise ValueError("chunks (a shard) needs seed, so that each chunk's noise does not "
+                         "depend on which other chunks run.")
     check_batch(x0, tuple(process.energy_start.event_shape), "x0")
-    times = grid.times.tolist()
-    start = time.perf_counter()
-    works, ends, paths = [], [], []
     x0 = x0.to(torch.float64)
-    chunks = torch.split(x0, int(batch_size))
-    total = len(chunks) * grid.n_steps
-    with tqdm(total=total, disable=not progress, desc=desc, unit="step", leave=False) as bar:
-        for chunk in chunks:
-            w, xe, p = _run_chunk(process, chunk, times, generator, store_path, bar)
-            works.append(w), ends.append(xe), paths.append(p)
-    return TransportResult(
-        torch.cat(works),
-        x0,
-        torch.cat(ends),
-        torch.cat(paths) if store_path else None,
-        repr(process),
-        grid.n_steps,
-        time.perf_counter() - start,
-    )
+    n_chunks = -(-x0.shape[0] // int(batch_size))
+    selected = range(n_chunks) if chunks is None else sorted(set(int(c) for c in chunks))
+    if any(not 0 <= c < n_chunks for c in selected):
+        raise ValueError(f"chunks must lie in [0, {n_chunks}); got {list(selected)}.")
+    times, start = grid.times.tolist(), time.perf_counter()
+    works, ends, paths, index = [], [], [], []
+    with tqdm(total=len(selected) * grid.n_steps, disable=not progress, desc=desc, unit="step",
+              leave=False) as bar:
+        for c in selected:
+            rows = torch.arange(c * batch_size, min((c + 1) * batch_size, x0.shape[0]))
+            gen = chunk_generator(seed, c) if seed is not None else generator
+            w, xe, p = _run_chunk(process, x0[rows], times, gen, store_path, bar)
+            works.append(w), ends.append(xe), paths.append(p), index.append(rows)
+    index = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+    return TransportResult(torch.cat(works) if works else torch.zeros(0, dtype=torch.float64),
+                           x0[index], torch.cat(ends) if ends else x0[index],
+                           torch.cat(paths) if store_path and paths else None, repr(process),
+                           grid.n_steps, time.perf_counter() - start, index)
 
 
 def path_work(process: Process, path: Tensor, grid: TimeGrid) -> Tensor:

@@ -1,0 +1,99 @@
+"""The one place that knows every stage: problem → fields → training → transport → estimate.
+
+A run directory holds:
+
+    config.json                 the fully resolved configuration and provenance
+    checkpoint.pt               trainer state (weights, EMA, optimisers, RNG states, step,
+                                history), written atomically every training.checkpoint_every
+    checkpoint.prev.pt          the one before it (the fallback if the newest is unreadable)
+    works.npz                   forward and reverse works, float64, with the transport settings
+    works.shard-K-of-N.npz      one shard's works (``feat estimate --shard K/N``)
+    results.json                ΔF, σ, every estimator, bounds, gap, ESS, non-finite counts,
+                                timings, the training history and the in-training estimates
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..estimators import FreeEnergyEstimate
+from ..problem import TwoStateProblem
+from ..specs import build_problem
+from .build import build_fields, make_grid, make_process, noise_projection, split_holdout
+from .monitor import Monitor
+from .shards import estimate_shard, load_run, merge_shards
+from .stages import (
+    estimate_from,
+    train,
+    training_summary,
+    transport_works,
+    write_config,
+    write_results,
+)
+
+__all__ = ["Monitor", "RunResult", "build_fields", "estimate_shard", "load_run", "make_grid",
+           "make_process", "merge_shards", "noise_projection", "run", "run_problem",
+           "split_holdout"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The estimate of a run, its configuration, its directory, stage timings (s), the count
+    of skipped (non-finite) training steps and the in-training estimates."""
+
+    estimate: FreeEnergyEstimate
+    config: RunConfig
+    out_dir: Path | None
+    timings: dict = field(default_factory=dict)
+    n_skipped_steps: int = 0
+    monitor: list = field(default_factory=list)
+
+
+def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
+        resume: bool = False) -> RunResult:
+    """Build the problem of ``config.system`` and run every stage (see :func:`run_problem`)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    t0 = time.perf_counter()
+    problem = build_problem(config.system, gen)
+    result = run_problem(problem, config, out_dir, progress=progress, generator=gen,
+                         resume=resume)
+    result.timings["problem"] = time.perf_counter() - t0 - sum(result.timings.values())
+    return result
+
+
+def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
+                out_dir: str | Path | None = None, *, progress: bool = True,
+                generator: torch.Generator | None = None, resume: bool = False) -> RunResult:
+    """Train, transport and estimate on ``problem``; write the run directory when given.
+
+    ``config`` defaults to ``RunConfig()``; its ``system`` table is not used here. The last
+    ``transport.n_forward`` / ``n_reverse`` samples of each state are held out of training
+    and start the transports. With ``resume``, training continues from the run directory's
+    checkpoint, and the result equals that of an uninterrupted run with the same seed.
+    """
+    config = config if config is not None else RunConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        write_config(out, config)
+    gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
+    tc = config.transport
+    train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
+    t0 = time.perf_counter()
+    trainer, monitor = train(problem, train_problem, x_a, x_b, config, gen, out, progress,
+                             resume)
+    timings = {"training": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    fwd, rev, process = transport_works(problem, x_a, x_b, trainer.velocity_ema,
+                                        trainer.score_ema, config, progress=progress)
+    timings["transport"] = time.perf_counter() - t0
+    work_f, work_r = (r.work if r is not None else None for r in (fwd, rev))
+    est = estimate_from(config, problem, work_f, work_r)
+    if out is not None:
+        write_results(out, config, est, work_f, work_r, process, timings,
+                      training_summary(trainer), monitor.records)
+    return RunResult(est, config, out, timings, trainer.n_skipped, monitor.records)

@@ -1,0 +1,94 @@
+"""Building blocks the stages share: networks, fields, noise projection, processes, grids."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import FieldsConfig, TransportConfig
+from ..fields import (
+    CNNField,
+    EGNNField,
+    EnergyInformedScore,
+    EnergyInformedVelocity,
+    MLPField,
+    ScaledScore,
+    characteristic_width,
+)
+from ..interpolants.alignment import remove_com
+from ..problem import TwoStateProblem
+from ..transport import ODEProcess, Process, SDEProcess, TimeGrid
+
+__all__ = ["build_fields", "make_grid", "make_process", "network", "noise_projection",
+           "split_holdout"]
+
+
+def network(problem: TwoStateProblem, cfg: FieldsConfig) -> torch.nn.Module:
+    """One network of the kind ``cfg.network`` asks for (mlp, egnn or cnn)."""
+    if cfg.network == "egnn":
+        key = "atom_types" if cfg.atom_types == "name" else "element_types"
+        if key not in problem.metadata:
+            raise ValueError(f"fields.network 'egnn' needs per-atom types in the problem's "
+                             f"metadata['{key}']; this system ({problem.name}) has none. Use "
+                             "network = 'mlp'.")
+        return EGNNField(problem.metadata[key], cfg.hidden, cfg.depth, cfg.n_frequencies,
+                         length_scale=cfg.length_scale)
+    if cfg.network == "cnn":
+        return CNNField(problem.event_shape, cfg.hidden, cfg.depth,
+                        n_frequencies=cfg.n_frequencies)
+    return MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies)
+
+
+def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
+                 seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The velocity and score fields a :class:`FieldsConfig` asks for.
+
+    Weights are initialised from ``seed`` inside ``torch.random.fork_rng``: reproducible, and
+    the caller's global RNG state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        b, s = network(problem, cfg), network(problem, cfg)
+    ea, eb = problem.energy_a, problem.energy_b
+    if cfg.informed_velocity:
+        b = EnergyInformedVelocity(b, ea, eb, schedule.a)
+    if cfg.informed_score:
+        s = EnergyInformedScore(s, ea, eb)
+    elif cfg.scaled_score:
+        s_a, s_b = problem.scores()
+        s = ScaledScore(s, schedule, characteristic_width(s_a), characteristic_width(s_b))
+    return b, s
+
+
+def noise_projection(problem: TwoStateProblem):
+    """``remove_com`` for molecules (metadata ``com_free``), else None."""
+    return remove_com if problem.metadata.get("com_free", False) else None
+
+
+def split_holdout(problem: TwoStateProblem, n_a: int, n_b: int) -> tuple:
+    """Hold the last ``n_a`` / ``n_b`` samples out of training, for transport starts.
+
+    Returns ``(training problem, x_a held out, x_b held out)``.
+    """
+    for name, n, x in (("n_forward", n_a, problem.x_a), ("n_reverse", n_b, problem.x_b)):
+        if n >= x.shape[0]:
+            raise ValueError(f"transport.{name} = {n} leaves no training samples: the state has "
+                             f"{x.shape[0]} samples. Lower it or give more samples.")
+    keep_a, keep_b = len(problem.x_a) - n_a, len(problem.x_b) - n_b
+    cut = lambda v, k: None if v is None else v[:k]  # noqa: E731
+    train = TwoStateProblem(problem.energy_a, problem.energy_b, problem.x_a[:keep_a],
+                            problem.x_b[:keep_b], cut(problem.score_a, keep_a),
+                            cut(problem.score_b, keep_b), problem.reference, problem.name,
+                            problem.metadata)
+    return train, problem.x_a[keep_a:], problem.x_b[keep_b:]
+
+
+def make_process(cfg: TransportConfig, b, s, problem: TwoStateProblem) -> Process:
+    """The SDE (controlled Crooks) or ODE (escorted Jarzynski) process of ``cfg``."""
+    proj = noise_projection(problem)
+    if cfg.method == "ode":
+        return ODEProcess(b, problem.energy_a, problem.energy_b, cfg.divergence, proj)
+    return SDEProcess(b, s, cfg.eps, problem.energy_a, problem.energy_b, proj)
+
+
+def make_grid(cfg: TransportConfig) -> TimeGrid:
+    return getattr(TimeGrid, cfg.grid)(cfg.n_points)
