@@ -325,3 +325,16 @@ def test_save_works_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="neither"):
         save_works(tmp_path / "w.npz", None, None)
     assert os.listdir(tmp_path) == []
+
+
+def test_summary_flags_unreliable_sigma():
+    import numpy as np
+
+    from feat.estimators import estimate as _estimate
+
+    rng = np.random.default_rng(0)
+    good = _estimate(rng.normal(1.5, 1.0, 2000), rng.normal(-0.5, 1.0, 2000), n_bootstrap=50)
+    assert good.warnings == [] and "WARNING" not in good.summary()
+    bad = _estimate(rng.normal(60.0, 30.0, 200), rng.normal(60.0, 30.0, 200), n_bootstrap=50)
+    assert any("ESS below" in w for w in bad.warnings)
+    assert "WARNING" in bad.summary() and bad.to_dict()["warnings"] == bad.warnings

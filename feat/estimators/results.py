@@ -159,12 +159,17 @@ class FreeEnergyEstimate:
     @property
     def warnings(self) -> list[str]:
         """Plain-language reasons to distrust ``sigma`` (empty when none apply)."""
+        out = []
         low = [name for name, d in (("forward", self.forward), ("reverse", self.reverse))
                if d is not None and d.ess < LOW_ESS]
-        if not low:
-            return []
-        return [f"ESS below {LOW_ESS:.0%} ({' and '.join(low)}): the works barely overlap, "
-                "σ may be far too small; train longer or refine the transport"]
+        if low:
+            out.append(f"ESS below {LOW_ESS:.0%} ({' and '.join(low)}): the works barely "
+                       "overlap, σ may be far too small; train longer or refine the transport")
+        sb = self.sigma_bootstrap
+        if sb is not None and math.isfinite(self.sigma) and not sb <= 2 * self.sigma:
+            out.append("bootstrap σ is more than twice the asymptotic σ: the estimate is not "
+                       "converged; report the bootstrap σ or train longer")
+        return out
 
     def __str__(self) -> str:
         return self.summary()
