@@ -12,6 +12,7 @@ from ..config import ConfigError, from_mapping
 from ..problem import TwoStateProblem
 from .analytic import GaussianSpec, GMMSpec
 from .lattice import FreeFieldPairSpec, Phi4UmbrellaSpec
+from .molecules import ALDPBasinSpec, ALDPSolvationSpec
 
 __all__ = ["GaussianSpec", "GMMSpec", "KINDS", "build_problem"]
 
@@ -20,6 +21,8 @@ KINDS = {
     "gmm": GMMSpec,
     "phi4_umbrella": Phi4UmbrellaSpec,
     "free_field_pair": FreeFieldPairSpec,
+    "aldp_s": ALDPSolvationSpec,
+    "aldp_t": ALDPBasinSpec,
 }
 
 
