@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import logging
+
+    logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import banners are not for users
     from .config import ConfigError
     from .training.checkpoint import CheckpointError
 
