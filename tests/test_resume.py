@@ -46,7 +46,9 @@ def _feat(args, **kw):
 
 
 def _weights(out: Path):
-    state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["trainer"]
+    path = out / "checkpoint.pt"
+    path = path if path.exists() else out / "checkpoint.prev.pt"  # killed between two renames
+    state = torch.load(path, weights_only=False)["state"]["trainer"]
     return state["ema"]["velocity"]["averaged"], state["step"]
 
 

@@ -1,7 +1,8 @@
 """Checkpoints of a run: written atomically, rotated, verified against the run's settings.
 
-``save_checkpoint`` first renames the current checkpoint to ``<name>.prev.pt`` and then writes
-the new one atomically, so at every instant at least one complete checkpoint exists.
+``save_checkpoint`` writes the new checkpoint completely (atomically, beside the target), then
+renames the current one to ``<name>.prev.pt`` and the new one into place, so at every instant
+at least one complete checkpoint exists.
 ``load_checkpoint`` falls back to the previous one when the newest is unreadable.
 """
 
@@ -35,10 +36,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict, identity: dict) -> Pat
     from .. import __version__
 
     path = Path(path)
+    new = path.with_name(path.stem + ".new" + path.suffix)
+    save_torch(new, {"format": FORMAT, "feat": __version__, "torch": torch.__version__,
+                     "identity": identity, "state": state})
     if path.exists():
         os.replace(path, _previous(path))
-    return save_torch(path, {"format": FORMAT, "feat": __version__, "torch": torch.__version__,
-                             "identity": identity, "state": state})
+    os.replace(new, path)
+    return path
 
 
 def _read(path: Path) -> dict:
