@@ -24,6 +24,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any],
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
@@ -33,6 +34,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any],
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:

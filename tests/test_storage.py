@@ -26,3 +26,14 @@ def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
 def test_save_npz_keeps_the_exact_name(tmp_path):
     path = save_npz(tmp_path / "works", {"w": np.arange(3.0)})
     assert path.name == "works" and np.load(path)["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "r.json", {})
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -51,6 +51,7 @@ def _decimals(sigma: float | None) -> int:
 
 
 LOW_ESS = 0.01  # below this Kish fraction in a direction, σ is flagged as unreliable
+MIN_EFFECTIVE = 10  # ... or below this many effective trajectories (ESS × N)
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,20 @@ class FreeEnergyEstimate:
     def warnings(self) -> list[str]:
         """Plain-language reasons to distrust ``sigma`` (empty when none apply)."""
         out = []
-        low = [name for name, d in (("forward", self.forward), ("reverse", self.reverse))
-               if d is not None and d.ess < LOW_ESS]
+        sides = [(name, d) for name, d in (("forward", self.forward), ("reverse", self.reverse))
+                 if d is not None]
+        low = [name for name, d in sides if d.ess < LOW_ESS or d.ess * d.n < MIN_EFFECTIVE]
         if low:
-            out.append(f"ESS below {LOW_ESS:.0%} ({' and '.join(low)}): the works barely "
-                       "overlap, σ may be far too small; train longer or refine the transport")
+            out.append(f"ESS below {LOW_ESS:.0%} or fewer than {MIN_EFFECTIVE} effective "
+                       f"trajectories ({' and '.join(low)}): the works barely overlap, σ may be "
+                       "far too small; train longer, refine the transport or run more "
+                       "trajectories")
+        if len(sides) == 2:
+            (_, f), (_, r) = sides
+            spread = math.hypot(f.sigma, r.sigma)
+            if math.isfinite(spread) and abs(f.delta_f - r.delta_f) > 3 * spread + 0.1:
+                out.append("forward and reverse Jarzynski disagree by more than 3 σ: at least "
+                           "one direction is not converged")
         sb = self.sigma_bootstrap
         if sb is not None and math.isfinite(self.sigma) and not sb <= 2 * self.sigma:
             out.append("bootstrap σ is more than twice the asymptotic σ: the estimate is not "
