@@ -101,6 +101,21 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .config import load_run_config
+    from .pipeline import train_run
+
+    overrides = _parse_set(args.set)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    config = load_run_config(args.system, args.preset, overrides)
+    print(_threads(args.threads), file=sys.stderr)
+    step = train_run(config, args.out, progress=not args.no_progress, resume=args.resume)
+    print(f"trained to step {step}; checkpoint in {Path(args.out) / 'checkpoint.pt'}. Next: "
+          f"feat estimate {args.out} [--shard K/N]")
+    return 0
+
+
 def _cmd_estimate(args) -> int:
     from .pipeline import estimate_shard, merge_shards
     from .pipeline.shards import parse_shard
@@ -173,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "plots/*.png into the directory.")
     rp.add_argument("run_dir", help="a directory written by 'feat run' (e.g. runs/gaussian-quick)")
     rp.set_defaults(func=_cmd_report)
+    t = sub.add_parser("train", help="only train (checkpointed); estimate later",
+                       description="Train the fields of a system into a run directory "
+                       "(checkpointed, resumable); 'feat estimate' then runs the transports.")
+    t.add_argument("system", help="a system folder holding system.toml, or a .toml run file")
+    t.add_argument("--out", required=True, help="the run directory to create")
+    t.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
+    t.add_argument("--seed", type=int, help="override the run file's seed")
+    t.add_argument("--threads", type=int, help="torch threads (default 1)")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_train)
     e = sub.add_parser("estimate", help="transport and estimate with a trained run (shardable)",
                        description="Run the forward and reverse transports of a trained run "
                        "directory and estimate ΔF. With --shard K/N only every N-th chunk of "

@@ -122,3 +122,18 @@ def test_sharded_estimation_merges_to_the_unsharded_result(tmp_path, capsys):
     assert "shards [1] of 3 are missing" in capsys.readouterr().err
     assert main(["estimate", str(out), "--shard", "0/9"]) == 2
     assert "only 4 chunk(s)" in capsys.readouterr().err
+
+
+def test_train_then_estimate_equals_run(tmp_path, capsys):
+    from feat.cli import main
+
+    (tmp_path / "system.toml").write_text(RUN_FILE.format(steps=40))
+    whole = tmp_path / "whole"
+    assert main(["run", str(tmp_path), "--out", str(whole), "--no-progress"]) == 0
+    staged = tmp_path / "staged"
+    assert main(["train", str(tmp_path), "--out", str(staged), "--no-progress"]) == 0
+    assert "Next: feat estimate" in capsys.readouterr().out
+    assert main(["estimate", str(staged), "--no-progress"]) == 0
+    a = json.loads((whole / "results.json").read_text())["estimate"]
+    b = json.loads((staged / "results.json").read_text())["estimate"]
+    assert a["delta_f"] == b["delta_f"] and a["sigma_bootstrap"] == b["sigma_bootstrap"]

@@ -38,7 +38,7 @@ from .stages import (
 
 __all__ = ["Monitor", "RunResult", "build_fields", "estimate_shard", "load_run", "make_grid",
            "make_process", "merge_shards", "noise_projection", "run", "run_problem",
-           "split_holdout"]
+           "split_holdout", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,22 @@ def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool 
                          resume=resume)
     result.timings["problem"] = time.perf_counter() - t0 - sum(result.timings.values())
     return result
+
+
+def train_run(config: RunConfig, out_dir: str | Path, *, progress: bool = True,
+              resume: bool = False) -> int:
+    """Only train (and checkpoint) into ``out_dir``; returns the step reached.
+
+    Then ``feat estimate OUT [--shard K/N]`` (and ``feat merge``) finish the run.
+    """
+    out = Path(out_dir)
+    write_config(out, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    problem = build_problem(config.system, gen)
+    tc = config.transport
+    train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
+    trainer, _ = train(problem, train_problem, x_a, x_b, config, gen, out, progress, resume)
+    return trainer.step
 
 
 def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
