@@ -137,6 +137,22 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _system_args(p: argparse.ArgumentParser, *, training: bool) -> None:
+    """The arguments shared by the commands that start from a system's run file."""
+    p.add_argument("system", help="a system folder holding system.toml (e.g. systems/gmm40) "
+                   "or a .toml run file")
+    p.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    if not training:
+        return
+    p.add_argument("--seed", type=int, help="override the run file's seed")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set training.steps=500 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from "
+                   "its checkpoint (same settings); the result equals an uninterrupted run's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feat",
@@ -154,33 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         "every estimator; writes config.json, checkpoint.pt, works.npz and "
         "results.json into the run directory.",
     )
-    r.add_argument(
-        "system",
-        help="a system folder holding system.toml (e.g. systems/gmm40) or a .toml run file",
-    )
-    r.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
+    _system_args(r, training=True)
     r.add_argument("--out", help="run directory (default: runs/NAME-PRESET)")
-    r.add_argument("--seed", type=int, help="override the run file's seed")
-    r.add_argument("--threads", type=int, help="torch threads (default 1)")
-    r.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one setting, e.g. --set training.steps=500 (repeatable)",
-    )
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    r.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its checkpoint (same settings); the "
-                   "result equals an uninterrupted run's")
     r.set_defaults(func=_cmd_run)
     sm = sub.add_parser("sample", help="draw (or reuse cached) end-state samples of a system",
                         description="Build the system's end states and their samples exactly as "
                         "'feat run' would (MD, HMC or exact sampling), caching them on disk so a "
                         "later 'feat run' reuses them; prints a summary.")
-    sm.add_argument("system", help="a system folder holding system.toml, or a .toml run file")
-    sm.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
-    sm.add_argument("--threads", type=int, help="torch threads (default 1)")
+    _system_args(sm, training=False)
     sm.set_defaults(func=_cmd_sample)
     rp = sub.add_parser("report", help="write report.md and plots for a run directory",
                         description="Recompute the estimate from a run directory's works.npz, "
@@ -191,15 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="only train (checkpointed); estimate later",
                        description="Train the fields of a system into a run directory "
                        "(checkpointed, resumable); 'feat estimate' then runs the transports.")
-    t.add_argument("system", help="a system folder holding system.toml, or a .toml run file")
     t.add_argument("--out", required=True, help="the run directory to create")
-    t.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
-    t.add_argument("--seed", type=int, help="override the run file's seed")
-    t.add_argument("--threads", type=int, help="torch threads (default 1)")
-    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _system_args(t, training=True)
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("estimate", help="transport and estimate with a trained run (shardable)",
                        description="Run the forward and reverse transports of a trained run "
