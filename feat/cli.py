@@ -41,6 +41,17 @@ def _threads(requested: int | None) -> str:
     return f"torch threads: {n} ({why})"
 
 
+def _data_parallel() -> bool:
+    """Join a ``torchrun`` launch (a no-op otherwise); rank 0 says so. True on rank 0."""
+    from .training import distributed
+
+    if distributed.init() and distributed.is_main():
+        print(f"data-parallel training: {distributed.world_size()} processes "
+              f"({distributed.backend()} backend); rank 0 writes the run directory",
+              file=sys.stderr)
+    return distributed.is_main()
+
+
 def _cmd_run(args) -> int:
     from .config import load_run_config
     from .pipeline import run
@@ -50,9 +61,16 @@ def _cmd_run(args) -> int:
         overrides["seed"] = args.seed
     config = load_run_config(args.system, args.preset, overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{args.preset or 'default'}"
-    print(f"feat run {config.name} (preset {args.preset or 'default'}) → {out}", file=sys.stderr)
-    print(_threads(args.threads), file=sys.stderr)
-    result = run(config, out, progress=not args.no_progress, resume=args.resume)
+    main = _data_parallel()
+    if main:
+        print(f"feat run {config.name} (preset {args.preset or 'default'}) → {out}",
+              file=sys.stderr)
+    threads = _threads(args.threads)
+    if main:
+        print(threads, file=sys.stderr)
+    result = run(config, out, progress=main and not args.no_progress, resume=args.resume)
+    if result is None:  # a data-parallel rank other than 0: training done, nothing to report
+        return 0
     print(result.estimate.summary())
     t = result.timings
     print(
@@ -109,8 +127,14 @@ def _cmd_train(args) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     config = load_run_config(args.system, args.preset, overrides)
-    print(_threads(args.threads), file=sys.stderr)
-    step = train_run(config, args.out, progress=not args.no_progress, resume=args.resume)
+    main = _data_parallel()
+    threads = _threads(args.threads)
+    if main:
+        print(threads, file=sys.stderr)
+    step = train_run(config, args.out, progress=main and not args.no_progress,
+                     resume=args.resume)
+    if not main:
+        return 0
     print(f"trained to step {step}; checkpoint in {Path(args.out) / 'checkpoint.pt'}. Next: "
           f"feat estimate {args.out} [--shard K/N]")
     return 0

@@ -24,11 +24,13 @@ from ..config import RunConfig
 from ..estimators import FreeEnergyEstimate
 from ..problem import TwoStateProblem
 from ..specs import build_problem
+from ..training import distributed
 from .build import build_fields, make_grid, make_process, noise_projection, split_holdout
 from .monitor import Monitor
 from .shards import estimate_shard, load_run, merge_shards
 from .stages import (
     estimate_from,
+    gather_works,
     train,
     training_summary,
     transport_works,
@@ -55,13 +57,15 @@ class RunResult:
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-        resume: bool = False) -> RunResult:
+        resume: bool = False) -> RunResult | None:
     """Build the problem of ``config.system`` and run every stage (see :func:`run_problem`)."""
     gen = torch.Generator().manual_seed(config.seed)
     t0 = time.perf_counter()
     problem = build_problem(config.system, gen)
     result = run_problem(problem, config, out_dir, progress=progress, generator=gen,
                          resume=resume)
+    if result is None:  # a data-parallel rank other than 0
+        return None
     result.timings["problem"] = time.perf_counter() - t0 - sum(result.timings.values())
     return result
 
@@ -73,7 +77,9 @@ def train_run(config: RunConfig, out_dir: str | Path, *, progress: bool = True,
     Then ``feat estimate OUT [--shard K/N]`` (and ``feat merge``) finish the run.
     """
     out = Path(out_dir)
-    write_config(out, config)
+    distributed.init()
+    if distributed.is_main():
+        write_config(out, config)
     gen = torch.Generator().manual_seed(config.seed)
     problem = build_problem(config.system, gen)
     tc = config.transport
@@ -84,17 +90,24 @@ def train_run(config: RunConfig, out_dir: str | Path, *, progress: bool = True,
 
 def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
                 out_dir: str | Path | None = None, *, progress: bool = True,
-                generator: torch.Generator | None = None, resume: bool = False) -> RunResult:
+                generator: torch.Generator | None = None, resume: bool = False
+                ) -> RunResult | None:
     """Train, transport and estimate on ``problem``; write the run directory when given.
 
     ``config`` defaults to ``RunConfig()``; its ``system`` table is not used here. The last
     ``transport.n_forward`` / ``n_reverse`` samples of each state are held out of training
     and start the transports. With ``resume``, training continues from the run directory's
     checkpoint, and the result equals that of an uninterrupted run with the same seed.
+
+    Under ``torchrun`` training is data-parallel over the processes (the weights equal a single
+    process's up to round-off), the transports are sharded over the processes by seeded
+    chunks (the works equal an unsharded run's), and rank 0 alone estimates and writes files;
+    the other ranks return None.
     """
     config = config if config is not None else RunConfig()
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    distributed.init()
+    if out is not None and distributed.is_main():
         write_config(out, config)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     tc = config.transport
@@ -104,10 +117,15 @@ def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
                              resume)
     timings = {"training": time.perf_counter() - t0}
     t0 = time.perf_counter()
+    world, main = distributed.world_size(), distributed.is_main()
+    shard = (distributed.rank(), world) if world > 1 else None
     fwd, rev, process = transport_works(problem, x_a, x_b, trainer.velocity_ema,
-                                        trainer.score_ema, config, progress=progress)
+                                        trainer.score_ema, config, shard=shard,
+                                        progress=progress and main)
+    work_f, work_r = gather_works(fwd, rev)
     timings["transport"] = time.perf_counter() - t0
-    work_f, work_r = (r.work if r is not None else None for r in (fwd, rev))
+    if not main:
+        return None
     est = estimate_from(config, problem, work_f, work_r)
     if out is not None:
         write_results(out, config, est, work_f, work_r, process, timings,

@@ -14,13 +14,14 @@ from ..estimators import FreeEnergyEstimate, estimate, save_works
 from ..interpolants import Interpolant, LinearSchedule
 from ..problem import TwoStateProblem
 from ..storage import write_json
-from ..training import Trainer
+from ..training import Trainer, distributed
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..transport import TransportResult, transport
 from .build import build_fields, make_grid, make_process, noise_projection
 from .monitor import Monitor
 
-__all__ = ["train", "transport_works", "write_results", "identity", "direction_seed"]
+__all__ = ["train", "transport_works", "gather_works", "write_results", "identity",
+           "direction_seed"]
 
 
 def identity(config: RunConfig) -> dict:
@@ -53,7 +54,11 @@ def new_trainer(problem, train_problem, config: RunConfig, gen) -> Trainer:
 
 def train(problem, train_problem, x_a, x_b, config: RunConfig, gen, out: Path | None,
           progress: bool, resume: bool) -> tuple[Trainer, Monitor]:
-    """Build the trainer, restore the run directory's checkpoint if asked, and train."""
+    """Build the trainer, restore the run directory's checkpoint if asked, and train.
+
+    Data-parallel under ``torchrun``: every rank restores the checkpoint; only rank 0 monitors
+    and writes checkpoints, and the ranks meet at a barrier once the last one is written.
+    """
     trainer = new_trainer(problem, train_problem, config, gen)
     monitor = Monitor(problem, x_a, x_b, config)
     ident = identity(config)
@@ -67,12 +72,14 @@ def train(problem, train_problem, x_a, x_b, config: RunConfig, gen, out: Path | 
         save_checkpoint(out / "checkpoint.pt", {"trainer": tr.state_dict(),
                                                "monitor": monitor.state_dict()}, ident)
 
-    callbacks = [(config.estimate.monitor_every, monitor)]
-    if out is not None:
+    main = distributed.is_main()
+    callbacks = [(config.estimate.monitor_every, monitor)] if main else []
+    if out is not None and main:
         callbacks.append((config.training.checkpoint_every, save))
-    trainer.train(progress=progress, callbacks=callbacks)
-    if out is not None:
+    trainer.train(progress=progress and main, callbacks=callbacks)
+    if out is not None and main:
         save(trainer)
+    distributed.barrier()
     return trainer, monitor
 
 
@@ -104,6 +111,25 @@ def transport_works(problem: TwoStateProblem, x_a, x_b, b, s, config: RunConfig,
                              chunks=chunks, batch_size=tc.batch_size, progress=progress,
                              desc=desc))
     return out[0], out[1], repr(process)
+
+
+def gather_works(fwd: TransportResult | None, rev: TransportResult | None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The forward and reverse works of every rank's shard, in trajectory order.
+
+    Under ``torchrun`` rank k runs the seeded chunks ``c % world_size == k`` (see
+    :func:`transport_works`), so the gathered works equal an unsharded run's.
+    """
+    mine = [None if r is None else (r.work, r.index) for r in (fwd, rev)]
+    parts = distributed.all_gather_object(mine)
+    out = []
+    for d, own in enumerate(mine):
+        if own is None:
+            out.append(None)
+            continue
+        index = torch.cat([p[d][1] for p in parts])
+        out.append(torch.cat([p[d][0] for p in parts])[torch.argsort(index)])
+    return out[0], out[1]
 
 
 def write_results(out: Path, config: RunConfig, est: FreeEnergyEstimate, work_f, work_r,

@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 
 from ..fields.field import Field
 from ..interpolants.couplings import Coupling, IndependentCoupling, MinibatchOTCoupling
-from ..interpolants.interpolant import Interpolant
+from ..interpolants.interpolant import Interpolant, InterpolantSample
 from ..losses import LossTerms, interpolant_loss
 from ..problem import TwoStateProblem
+from . import distributed
 from .ema import EMA
 
 __all__ = ["TrainingConfig", "TrainingRecord", "Trainer"]
@@ -98,12 +99,41 @@ def _aligned(x_a, x_b, s_a, s_b):
     return x_a, x_b, s_a, s_b
 
 
+def _rank_slice(n: int) -> slice:
+    """This rank's contiguous share of a global minibatch of ``n`` (divisible by the world)."""
+    k = n // distributed.world_size()
+    return slice(distributed.rank() * k, (distributed.rank() + 1) * k)
+
+
+def _slice_sample(smp: InterpolantSample, sl: slice) -> InterpolantSample:
+    """The rows ``sl`` of every (batch, ...) tensor of an interpolant sample."""
+    c = smp.coef
+    coef = type(c)(**{f.name: getattr(c, f.name)[sl] for f in dataclasses.fields(c)})
+    rows = {f.name: getattr(smp, f.name)[sl] for f in dataclasses.fields(smp) if f.name != "coef"}
+    return InterpolantSample(**rows, coef=coef)
+
+
+def _global_losses(terms: LossTerms) -> dict[str, float]:
+    """The loss terms averaged over ranks: the global minibatch's means (non-finite anywhere →
+    non-finite everywhere, so every rank skips the same steps)."""
+    names = [k for k in ("velocity", "denoising", "total", "target_score")
+             if getattr(terms, k) is not None]
+    values = torch.stack([getattr(terms, k).detach() for k in names])
+    values = distributed.all_reduce_sum_(values) / distributed.world_size()
+    return dict(zip(names, values.tolist(), strict=True))
+
+
 @dataclass
 class Trainer:
     """Adam on velocity and score networks, per-network clipping, EMA, non-finite steps skipped.
 
     The live networks are ``velocity`` and ``score``; estimation uses ``velocity_ema`` and
     ``score_ema``. All randomness comes from ``generator``.
+
+    Data-parallel under ``torchrun`` (see :mod:`feat.training.distributed`): every rank draws
+    the same global minibatch and coupling, computes the loss on its contiguous slice, and the
+    gradients are averaged over ranks before clipping, so the weights equal a single process's
+    (up to round-off). ``batch_size`` must then be divisible by the number of processes.
     """
 
     problem: TwoStateProblem
@@ -119,6 +149,13 @@ class Trainer:
     def __post_init__(self):
         self.generator = self.generator or torch.Generator().manual_seed(0)
         c = self.config
+        n = distributed.world_size()
+        if c.batch_size % n:
+            raise ValueError(
+                f"training.batch_size = {c.batch_size} must be divisible by the number of "
+                f"data-parallel processes ({n}): each takes an equal slice of the minibatch. "
+                f"Use e.g. --set training.batch_size={-(-c.batch_size // n) * n}."
+            )
         self.optimizers = {
             k: torch.optim.Adam(getattr(self, k).parameters(), lr=c.lr)
             for k in ("velocity", "score")
@@ -159,6 +196,10 @@ class Trainer:
         """The total loss on one fresh minibatch (with gradients)."""
         x_a, x_b, (s_a, s_b) = self._batch()
         smp = self.interpolant.sample(x_a, x_b, self.generator)
+        if distributed.world_size() > 1:  # this rank's slice of the global minibatch
+            sl = _rank_slice(len(x_a))
+            smp = _slice_sample(smp, sl)
+            s_a, s_b = (None, None) if s_a is None else (s_a[sl], s_b[sl])
         b_p, b_m = self.velocity(smp.t, smp.x_plus), self.velocity(smp.t, smp.x_minus)
         s_p, s_m = self.score(smp.t, smp.x_plus), self.score(smp.t, smp.x_minus)
         return interpolant_loss(b_p, b_m, s_p, s_m, smp, s_a, s_b, self.config.tsm_weight)
@@ -172,10 +213,14 @@ class Trainer:
                 group["lr"] = self._lr(self.step)
         terms = self.loss()
         norms = {"velocity": math.nan, "score": math.nan}
-        if torch.isfinite(terms.total):
+        parallel = distributed.world_size() > 1
+        losses = _global_losses(terms) if parallel else terms.items()
+        if math.isfinite(losses["total"]) if parallel else torch.isfinite(terms.total):
             terms.total.backward()
             for k, opt in self.optimizers.items():
                 module = getattr(self, k)
+                if parallel:
+                    distributed.all_reduce_mean_(p.grad for p in module.parameters())
                 norms[k] = float(
                     nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
                 )
@@ -186,7 +231,7 @@ class Trainer:
         self.step += 1
         return TrainingRecord(
             self.step,
-            terms.items(),
+            losses,
             norms["velocity"],
             norms["score"],
             self.n_skipped,

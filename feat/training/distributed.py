@@ -1,0 +1,120 @@
+"""Data-parallel training with ``torch.distributed``, launched by ``torchrun``.
+
+One code path for CPU and GPU: the process group uses NCCL when the trainer's tensors live on
+a CUDA device, gloo otherwise. Every rank draws the same global minibatch (same seed), computes
+the loss on its contiguous slice, and the gradients are averaged with :func:`all_reduce_mean_`,
+so all ranks take the same optimiser step and hold identical weights. Outside ``torchrun``
+(no ``WORLD_SIZE`` in the environment) everything here is a no-op: rank 0 of a world of 1.
+
+No state is kept here beyond what ``torch.distributed`` keeps itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "all_gather_object",
+    "all_reduce_mean_",
+    "all_reduce_sum_",
+    "backend",
+    "barrier",
+    "init",
+    "is_main",
+    "launched",
+    "rank",
+    "world_size",
+]
+
+
+def launched() -> bool:
+    """True when started by ``torchrun`` (or any launcher setting WORLD_SIZE > 1 and RANK)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def init(device: str | torch.device | None = None) -> bool:
+    """Join the process group of a ``torchrun`` launch; returns whether distributed is on.
+
+    The backend is "nccl" when ``device`` is a CUDA device and CUDA is available (the device
+    ``cuda:LOCAL_RANK`` is then made current), else "gloo". Idempotent; a no-op outside
+    ``torchrun``.
+    """
+    if not dist.is_available() or not launched():
+        return False
+    if dist.is_initialized():
+        return True
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    name = "nccl" if device.type == "cuda" and torch.cuda.is_available() else "gloo"
+    if name == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=name)
+    return True
+
+
+def _on() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if _on() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 when not distributed)."""
+    return dist.get_world_size() if _on() else 1
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0, the one that writes files and prints."""
+    return rank() == 0
+
+
+def backend() -> str | None:
+    """The process group's backend ("gloo", "nccl"), or None when not distributed."""
+    return str(dist.get_backend()) if _on() else None
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op when not distributed)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` when not distributed."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks, in place; returns it."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean_(grads: Iterable[torch.Tensor | None]) -> None:
+    """Average gradients over ranks, in place: ``g ← (Σ_ranks g) / world_size``.
+
+    ``None`` entries (parameters without a gradient, the same on every rank) are skipped. The
+    gradients are flattened into one buffer, so this is a single collective.
+    """
+    n = world_size()
+    grads = [g for g in grads if g is not None]
+    if n == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= n
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
