@@ -182,6 +182,11 @@ def unknown_key_error(key: str, allowed: typing.Iterable[str], where: str) -> Co
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
+    args = typing.get_args(tp)
+    if type(None) in args:  # an optional key, e.g. float | None
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))

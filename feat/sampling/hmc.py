@@ -15,106 +15,23 @@ Every random number comes from the caller's ``torch.Generator``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from feat.energies.base import Energy, check_batch
+from feat.sampling.autocorrelation import AutocorrelationEstimate, integrated_autocorrelation_time
+from feat.sampling.io import save_samples
 
-__all__ = ["AutocorrelationEstimate", "integrated_autocorrelation_time", "HMC", "HMCResult",
-           "SampleSet", "save_samples", "load_samples"]
+__all__ = ["HMC", "HMCResult"]
 
-
-# -- integrated autocorrelation time ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AutocorrelationEstimate:
-    """Integrated autocorrelation time of a (multi-chain) time series.
-
-    ``tau_int = 1/2 + sum_{t=1}^{window} rho(t)`` (Sokal's convention; independent samples give
-    0.5), so the statistical inefficiency is ``g = 2 tau_int`` and
-    ``stderr = sqrt(variance * 2 tau_int / n_total)``.
-    """
-
-    tau_int: float
-    window: int
-    mean: float
-    variance: float
-    n_total: int
-    reliable: bool
-
-    @property
-    def n_eff(self) -> float:
-        """Effective number of independent samples, ``n_total / (2 tau_int)``."""
-        return self.n_total / (2.0 * self.tau_int)
-
-    @property
-    def stderr(self) -> float:
-        """Autocorrelation-corrected standard error of the mean."""
-        return math.sqrt(self.variance * 2.0 * self.tau_int / self.n_total)
-
-
-def _autocovariance(x: np.ndarray) -> np.ndarray:
-    """Chain-averaged biased autocovariance ``(1/n) sum_s x_s x_{s+t}`` of centred (n, C) data."""
-    n = x.shape[0]
-    f = np.fft.rfft(x, n=2 * n, axis=0)
-    return np.fft.irfft(f * np.conj(f), n=2 * n, axis=0)[:n].mean(axis=1) / n
-
-
-def integrated_autocorrelation_time(series: Tensor | np.ndarray, c: float = 5.0,
-                                    min_tau_multiple: float = 50.0) -> AutocorrelationEstimate:
-    """Estimate ``tau_int`` with Sokal's automatic window (Madras & Sokal 1988).
-
-    The normalised autocovariance ``rho(t)`` is averaged over chains (centred on the grand
-    mean), and the window ``W`` is the smallest with ``W >= c * tau_int(W)``.
-
-    Parameters
-    ----------
-    series : shape (n_steps,) or (n_steps, n_chains)
-        One observable along each chain, time first.
-    c : float
-        Window constant; 4-10 is customary (5 as in emcee).
-    min_tau_multiple : float
-        The estimate is flagged unreliable when ``n_steps < min_tau_multiple * tau_int`` or no
-        window satisfies the criterion (the chain is too short for its correlations).
-
-    Returns
-    -------
-    AutocorrelationEstimate
-        ``tau_int = inf`` (unreliable) for a constant series.
-    """
-    x = np.asarray(series.detach().cpu() if isinstance(series, Tensor) else series,
-                   dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[0] < 2 or not np.isfinite(x).all():
-        raise ValueError(f"series must be finite with shape (n_steps >= 2,) or (n_steps >= 2, "
-                         f"n_chains); got shape {x.shape}"
-                         f"{'' if np.isfinite(x).all() else ' with non-finite values'}.")
-    n, n_total, mean = x.shape[0], x.size, float(x.mean())
-    acov = _autocovariance(x - mean)
-    if acov[0] <= 0.0:
-        return AutocorrelationEstimate(math.inf, 0, mean, 0.0, n_total, False)
-    taus = 0.5 + np.cumsum(acov[1:] / acov[0])            # tau(W) for W = 1 .. n-1
-    ok = np.arange(1, n) >= c * taus
-    window = int(np.argmax(ok)) + 1 if ok.any() else n - 1
-    tau = float(max(taus[window - 1], 0.5)) if n > 1 else 0.5
-    reliable = bool(ok.any()) and n >= min_tau_multiple * tau
-    return AutocorrelationEstimate(tau, window, mean, float(acov[0]), n_total, reliable)
-
-
-# -- the sampler --------------------------------------------------------------------------------
 
 def _site_mean(x: Tensor) -> Tensor:
     return x.flatten(1).mean(1)
@@ -360,76 +277,3 @@ def _check_run(energy, x0, n_steps, generator, n_warmup, thin, store_every) -> N
     if n_steps < store_every:
         raise ValueError(f"n_steps ({n_steps}) must be >= store_every ({store_every}) so that "
                          "at least one state is stored.")
-
-
-# -- sample files -------------------------------------------------------------------------------
-
-_FORMAT = "feat.samples/1"
-
-
-@dataclass(frozen=True)
-class SampleSet:
-    """Samples ``(n, *event_shape)`` with optional scores ``-grad u`` and energies ``(n,)``."""
-
-    samples: Tensor = field(repr=False)
-    scores: Tensor | None = field(repr=False)
-    energies: Tensor | None = field(repr=False)
-    metadata: dict[str, Any]
-
-
-def _array(name: str, value: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(value, Tensor):
-        if value.dtype not in (torch.float16, torch.float32, torch.float64):
-            raise ValueError(f"{name} must be float16/32/64; got {value.dtype}. Convert with "
-                             ".double() first.")
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def save_samples(path: str | os.PathLike, samples: Tensor | np.ndarray, *,
-                 scores: Tensor | np.ndarray | None = None,
-                 energies: Tensor | np.ndarray | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
-    """Atomically write samples (and scores, energies, JSON metadata) to an ``.npz`` file.
-
-    The file is written to a temporary file in the same folder and moved onto ``path`` with
-    ``os.replace``, so readers never see a partial file. ``path`` is used as given.
-    """
-    path = Path(path)
-    arrays = {"samples": _array("samples", samples), "format": np.array(_FORMAT)}
-    for name, value in (("scores", scores), ("energies", energies)):
-        if value is not None:
-            arrays[name] = _array(name, value)
-    n = arrays["samples"].shape[0] if arrays["samples"].ndim else -1
-    for name in ("scores", "energies"):
-        if name in arrays and arrays[name].shape[:1] != (n,):
-            raise ValueError(f"{name} must have {n} rows like samples; got shape "
-                             f"{arrays[name].shape}.")
-    try:
-        arrays["metadata"] = np.array(json.dumps(metadata or {}, sort_keys=True))
-    except TypeError as err:
-        raise ValueError(f"metadata must be JSON-serialisable (str, numbers, lists, dicts); "
-                         f"{err}") from err
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_samples(path: str | os.PathLike) -> SampleSet:
-    """Read a file written by :func:`save_samples`; arrays come back as CPU tensors."""
-    with np.load(Path(path), allow_pickle=False) as f:
-        if "format" not in f.files or str(f["format"]) != _FORMAT:
-            raise ValueError(f"{path} is not a {_FORMAT} file (keys {f.files}); write it with "
-                             "feat.sampling.save_samples.")
-        get = {k: torch.from_numpy(f[k].copy()) for k in ("samples", "scores", "energies")
-               if k in f.files}
-        meta = json.loads(str(f["metadata"]))
-    return SampleSet(get["samples"], get.get("scores"), get.get("energies"), meta)

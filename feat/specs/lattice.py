@@ -234,6 +234,9 @@ class Phi4UmbrellaSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _lattice_shape(self.shape))
+        for name in ("m2", "lam", "h", "k", "center_a", "center_b", "step_size",
+                     "target_accept"):   # 10 and 10.0 must hash alike
+            object.__setattr__(self, name, _real(name, getattr(self, name)))
         for name in (
             "n_samples_a",
             "n_samples_b",
@@ -296,7 +299,7 @@ class Phi4UmbrellaSpec:
             sb,
             reference=self.reference,
             name="phi4_umbrella",
-            metadata={"hmc": meta},
+            metadata={"lattice": True, "hmc": meta},
         )
 
     def _samples(self, state: str, energy: Energy, seed: int) -> tuple[tuple, dict]:
@@ -367,7 +370,7 @@ class FreeFieldPairSpec:
             xb,
             reference=-(eb.log_z() - ea.log_z()),
             name="free_field_pair",
-            metadata={"spec": asdict(self)},
+            metadata={"lattice": True, "spec": asdict(self)},
         )
 
 
@@ -385,6 +388,12 @@ def _lattice_shape(shape) -> tuple[int, ...]:
             f"shape must be a list of 1 to 3 positive ints, e.g. [16, 16]; got {shape!r}."
         )
     return tuple(shape)
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name} must be a real number; got {value!r}.")
+    return float(value)
 
 
 def _positive_int(name: str, value, low: int = 1) -> None:

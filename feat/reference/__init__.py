@@ -1,0 +1,12 @@
+"""Classical reference free energies (MBAR over intermediate states) to check FEAT against."""
+
+from .mbar import (
+    MBARResult,
+    mbar_delta_f,
+    reduced_potential_matrix,
+    umbrella_windows,
+    window_centers,
+)
+
+__all__ = ["MBARResult", "mbar_delta_f", "reduced_potential_matrix", "umbrella_windows",
+           "window_centers"]
