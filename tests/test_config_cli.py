@@ -92,3 +92,18 @@ def test_monitoring_records_estimates_and_does_not_change_the_result():
 def test_feat_sample_prints_the_sample_shapes(capsys):
     assert main(["sample", "systems/gaussian", "--preset", "quick"]) == 0
     assert "x_a (12000, 10), x_b (12000, 10)" in capsys.readouterr().out
+
+
+def test_optional_keys_accept_none_ints_and_reject_wrong_types():
+    from dataclasses import dataclass
+
+    from feat.config import from_mapping
+
+    @dataclass(frozen=True)
+    class Spec:
+        reference: float | None = None
+
+    assert from_mapping(Spec, {"reference": 1}, "system").reference == 1.0
+    assert from_mapping(Spec, {}, "system").reference is None
+    with pytest.raises(ConfigError, match="system.reference must be of type float"):
+        from_mapping(Spec, {"reference": "x"}, "system")
