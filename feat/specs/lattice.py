@@ -203,11 +203,12 @@ def _diagnostics(res) -> dict:
 
 
 @dataclass(frozen=True)
-class Phi4UmbrellaSpec:
+class Phi4UmbrellaSpec(HMCSettings):
     """phi^4 ``u(phi) + (k/2)(m(phi) - c)^2``, ``c = center_a`` (a) / ``center_b`` (b); HMC samples.
 
     Keys: lattice ``shape``; couplings ``m2``, ``lam``, ``h`` of the paper's mass form; umbrella
-    ``k``, ``center_a``, ``center_b``; sample counts; :class:`HMCSettings` keys; ``cache_dir``
+    ``k``, ``center_a``, ``center_b``; sample counts; the :class:`HMCSettings` keys it inherits;
+    ``cache_dir``
     (relative to the current directory); ``reference``: a known ΔF in kT (e.g. from MBAR), or
     absent.
     """
@@ -221,14 +222,6 @@ class Phi4UmbrellaSpec:
     center_b: float = 0.6
     n_samples_a: int = 10000
     n_samples_b: int = 10000
-    n_chains: int = 64
-    n_warmup: int = 500
-    n_steps: int = 2000
-    n_leapfrog: int = 10
-    step_size: float = 0.05
-    target_accept: float = 0.8
-    thin: int = 0
-    max_rounds: int = 50
     cache_dir: str = "data"
     reference: float | None = None
 
