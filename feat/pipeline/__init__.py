@@ -82,8 +82,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, progress: bool = True,
         write_config(out, config)
     gen = torch.Generator().manual_seed(config.seed)
     problem = build_problem(config.system, gen)
-    tc = config.transport
-    train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
+    train_problem, x_a, x_b = split_holdout(problem, config)
     trainer, _ = train(problem, train_problem, x_a, x_b, config, gen, out, progress, resume)
     return trainer.step
 
@@ -110,8 +109,7 @@ def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
     if out is not None and distributed.is_main():
         write_config(out, config)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
-    tc = config.transport
-    train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
+    train_problem, x_a, x_b = split_holdout(problem, config)
     t0 = time.perf_counter()
     trainer, monitor = train(problem, train_problem, x_a, x_b, config, gen, out, progress,
                              resume)

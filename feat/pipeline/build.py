@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import FieldsConfig, TransportConfig
+from ..config import FieldsConfig, RunConfig, TransportConfig
 from ..fields import (
     CNNField,
     EGNNField,
@@ -18,8 +18,8 @@ from ..interpolants.alignment import remove_com
 from ..problem import TwoStateProblem
 from ..transport import ODEProcess, Process, SDEProcess, TimeGrid
 
-__all__ = ["build_fields", "make_grid", "make_process", "network", "noise_projection",
-           "split_holdout"]
+__all__ = ["build_fields", "make_grid", "make_process", "needs_scores", "network",
+           "noise_projection", "split_holdout"]
 
 
 def network(problem: TwoStateProblem, cfg: FieldsConfig) -> torch.nn.Module:
@@ -64,11 +64,22 @@ def noise_projection(problem: TwoStateProblem):
     return remove_com if problem.metadata.get("com_free", False) else None
 
 
-def split_holdout(problem: TwoStateProblem, n_a: int, n_b: int) -> tuple:
-    """Hold the last ``n_a`` / ``n_b`` samples out of training, for transport starts.
+def needs_scores(config: RunConfig) -> bool:
+    """Whether training uses the end-state scores at the samples (target score matching, or
+    the widths of the scaled score)."""
+    f = config.fields
+    return config.training.tsm_weight > 0 or (f.scaled_score and not f.informed_score)
+
+
+def split_holdout(problem: TwoStateProblem, config: RunConfig) -> tuple:
+    """Hold the last ``transport.n_forward`` / ``n_reverse`` samples out of training, for
+    transport starts. Scores, when training needs them, are computed once on all samples.
 
     Returns ``(training problem, x_a held out, x_b held out)``.
     """
+    n_a, n_b = config.transport.n_forward, config.transport.n_reverse
+    if needs_scores(config):
+        problem.scores()
     for name, n, x in (("n_forward", n_a, problem.x_a), ("n_reverse", n_b, problem.x_b)):
         if n >= x.shape[0]:
             raise ValueError(f"transport.{name} = {n} leaves no training samples: the state has "

@@ -62,8 +62,7 @@ def _setup(run_dir: Path):
                               "it with 'feat run ... --resume' before estimating.")
     gen = torch.Generator().manual_seed(config.seed)
     problem = build_problem(config.system, gen)
-    tc = config.transport
-    train_problem, x_a, x_b = split_holdout(problem, tc.n_forward, tc.n_reverse)
+    train_problem, x_a, x_b = split_holdout(problem, config)
     trainer = new_trainer(problem, train_problem, config, gen)
     trainer.load_state_dict(state["trainer"])
     return config, state, problem, trainer, x_a, x_b
