@@ -28,6 +28,7 @@ __all__ = [
     "FieldsConfig",
     "TransportConfig",
     "EstimateConfig",
+    "ReferenceConfig",
     "RunConfig",
     "from_mapping",
     "load_run_config",
@@ -129,6 +130,28 @@ class EstimateConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """Classical reference (``feat reference``): MBAR over ``n_windows`` intermediate states.
+
+    ``n_samples`` decorrelated samples per window go into MBAR; ``window_steps`` > 0 sets the
+    MD steps per window for molecular systems (0: the system's own production length).
+    ``n_bootstrap`` resamples give the bootstrap σ next to MBAR's analytic one.
+    """
+
+    n_windows: int = 11
+    n_samples: int = 1000
+    window_steps: int = 0
+    n_bootstrap: int = 200
+    seed: int = 1234
+
+    def __post_init__(self):
+        _check_range(self, "n_windows", 2)
+        _check_range(self, "n_samples", 2)
+        _check_range(self, "window_steps", 0)
+        _check_range(self, "n_bootstrap", 0)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; ``system`` is a kind-specific mapping validated by its builder."""
 
@@ -139,6 +162,13 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.device, str) or not _valid_device(self.device):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got "
+                              f"{self.device!r}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,7 +179,15 @@ _SECTIONS = {
     "training": TrainingConfig,
     "transport": TransportConfig,
     "estimate": EstimateConfig,
+    "reference": ReferenceConfig,
 }
+
+
+def _valid_device(name: str) -> bool:
+    if name in ("auto", "cpu", "cuda", "mps"):
+        return True
+    head, _, index = name.partition(":")
+    return head == "cuda" and index.isdigit()
 
 
 def _check_range(obj, key: str, low: float) -> None:
@@ -232,7 +270,7 @@ def resolve(data: dict, preset: str | None = None, overrides: dict | None = None
             raise unknown_key_error(preset, presets or ["(none defined)"], "presets")
         data = _merge(data, presets[preset])
     data = _merge(data, overrides or {})
-    top = {"system", "name", "seed", "description", *_SECTIONS}
+    top = {"system", "name", "seed", "device", "description", *_SECTIONS}
     for key in data:
         if key not in top:
             raise unknown_key_error(key, top, "top level")
@@ -243,6 +281,7 @@ def resolve(data: dict, preset: str | None = None, overrides: dict | None = None
         system=dict(data["system"]),
         name=str(data.get("name", "run")),
         seed=_coerce(data.get("seed", 0), int, "seed"),
+        device=_coerce(data.get("device", "auto"), str, "device"),
         **sections,
     )
 
