@@ -1,6 +1,7 @@
 """Classical reference free energies (MBAR over intermediate states) to check FEAT against."""
 
 from .mbar import (
+    LadderReference,
     MBARResult,
     mbar_delta_f,
     reduced_potential_matrix,
@@ -8,5 +9,5 @@ from .mbar import (
     window_centers,
 )
 
-__all__ = ["MBARResult", "mbar_delta_f", "reduced_potential_matrix", "umbrella_windows",
-           "window_centers"]
+__all__ = ["LadderReference", "MBARResult", "mbar_delta_f", "reduced_potential_matrix",
+           "umbrella_windows", "window_centers"]

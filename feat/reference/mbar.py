@@ -25,8 +25,8 @@ from ..energies.base import Energy, check_batch
 from ..energies.bias import Biased, HarmonicUmbrella
 from ..energies.lattice import magnetisation
 
-__all__ = ["MBARResult", "mbar_delta_f", "reduced_potential_matrix", "umbrella_windows",
-           "window_centers"]
+__all__ = ["LadderReference", "MBARResult", "mbar_delta_f", "reduced_potential_matrix",
+           "umbrella_windows", "window_centers"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,43 @@ class MBARResult:
     def to_dict(self) -> dict:
         """Plain-Python dictionary (JSON-serialisable)."""
         return {**asdict(self), "min_overlap": self.min_overlap}
+
+
+@dataclass(frozen=True)
+class LadderReference:
+    """A classical reference: MBAR over a ladder of states, the ladder and how it was sampled.
+
+    Attributes
+    ----------
+    mbar : MBARResult
+        ``ΔF`` between the ladder's two ends (state a first, state b last), kT.
+    parameter : str
+        What changes along the ladder (e.g. ``"lambda"``, ``"center"``, ``"s"``).
+    values : tuple of float
+        The parameter of each state, in ladder order.
+    windows : tuple of dict
+        Per-state sampling records (chain lengths, autocorrelation, timings).
+    protocol : str
+        One sentence on how the states were sampled.
+    seconds : float
+        Wall time of the whole reference.
+    """
+
+    mbar: MBARResult
+    parameter: str
+    values: tuple[float, ...]
+    windows: tuple[dict, ...] = field(repr=False)
+    protocol: str = field(repr=False, default="")
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"{self.mbar.summary()}; {self.parameter} from {self.values[0]:g} to "
+                f"{self.values[-1]:g}; {self.seconds:.0f} s")
+
+    def to_dict(self) -> dict:
+        return {"mbar": self.mbar.to_dict(), "parameter": self.parameter,
+                "values": list(self.values), "windows": list(self.windows),
+                "protocol": self.protocol, "seconds": self.seconds}
 
 
 def reduced_potential_matrix(energies: Sequence[Energy], samples: Sequence[Tensor], *,

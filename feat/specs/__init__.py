@@ -14,7 +14,7 @@ from .analytic import GaussianSpec, GMMSpec
 from .lattice import FreeFieldPairSpec, Phi4UmbrellaSpec
 from .molecules import ALDPBasinSpec, ALDPSolvationSpec
 
-__all__ = ["GaussianSpec", "GMMSpec", "KINDS", "build_problem"]
+__all__ = ["GaussianSpec", "GMMSpec", "KINDS", "build_problem", "build_spec"]
 
 KINDS = {
     "gaussian": GaussianSpec,
@@ -28,6 +28,11 @@ KINDS = {
 
 def build_problem(system: dict, generator: torch.Generator) -> TwoStateProblem:
     """Validate a ``[system]`` table and build its problem (samples from ``generator``)."""
+    return build_spec(system).build(generator)
+
+
+def build_spec(system: dict):
+    """Validate a ``[system]`` table into its kind's frozen spec dataclass."""
     system = dict(system)
     kind = system.pop("kind", None)
     system.pop("description", None)
@@ -40,4 +45,4 @@ def build_problem(system: dict, generator: torch.Generator) -> TwoStateProblem:
             f"system.kind {kind!r} is not a known kind.{hint} "
             f"Known kinds: {', '.join(sorted(KINDS))}."
         )
-    return from_mapping(KINDS[kind], system, "system").build(generator)
+    return from_mapping(KINDS[kind], system, "system")

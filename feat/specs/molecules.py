@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,10 +34,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from ..config import ReferenceConfig
 from ..energies.base import Energy
 from ..energies.openmm import OpenMMEnergy
+from ..energies.scaling import rescale_problem
 from ..energies.states import BasinRestrictedEnergy, Dihedral, Interval, scale_gb_charges
 from ..problem import TwoStateProblem
+from ..reference.mbar import LadderReference, mbar_delta_f
 
 __all__ = ["ALDPBasinSpec", "ALDPSolvationSpec"]
 
@@ -65,6 +69,7 @@ class _ALDPSpec:
     cache_dir: str = "data/"
     progress: bool = True
     reference: float = math.nan       # reference ΔF in kT, if known
+    coordinate_scale: float = 20.0    # the problem's units per nm (the paper: x_net = 20 x_nm)
 
     def __post_init__(self):
         ints = ("n_samples_a", "n_samples_b", "equilibration_steps", "production_steps",
@@ -76,6 +81,9 @@ class _ALDPSpec:
         if self.production_steps < self.save_every:
             raise ValueError(f"system.production_steps ({self.production_steps}) must be >= "
                              f"system.save_every ({self.save_every}).")
+        if not (math.isfinite(self.coordinate_scale) and self.coordinate_scale > 0):
+            raise ValueError(f"system.coordinate_scale must be a finite number > 0 (problem "
+                             f"units per nm; the paper uses 20); got {self.coordinate_scale}.")
         if self.hydrogen_mass and not 1.0 < self.hydrogen_mass < 6.0:
             raise ValueError(f"system.hydrogen_mass must be 0 (off) or in (1, 6) amu; got "
                              f"{self.hydrogen_mass}.")
@@ -103,15 +111,21 @@ class _ALDPSpec:
         return Path(self.cache_dir) / f"{kind}-{state}-{digest}"
 
     def _samples(self, ts, energy: Energy, out: Path, tag: str, extra_forces=(),
-                 salt: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                 salt: int = 0, n_samples: int | None = None, steps: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """MD (or the cache) of state ``tag``, decorrelate, take ``n_samples_{tag}`` evenly.
 
-        Returns centred positions (n, 22, 3) nm, their scores (n, 22, 3) 1/nm, and a summary.
+        ``n_samples`` and ``steps`` override ``n_samples_{tag}`` and ``production_steps`` (the
+        reference's windows). Returns centred positions (n, 22, 3) nm, their scores
+        (n, 22, 3) 1/nm, and a summary.
         """
-        name = f"n_samples_{tag}"
-        n_samples = getattr(self, name)
+        name = f"n_samples_{tag}" if n_samples is None else "reference.n_samples"
+        n_samples = getattr(self, name) if n_samples is None else n_samples
+        steps = self.production_steps if steps is None else steps
+        steps_key = ("production_steps" if steps == self.production_steps
+                     else "reference.window_steps")
         run = self._sampler().run(
-            ts.system, ts.positions, ts.topology, self.production_steps // self.save_every,
+            ts.system, ts.positions, ts.topology, steps // self.save_every,
             out, energy=energy, extra_forces=extra_forces, seed=self.md_seed * 2 + salt,
             progress=self.progress)
         dec = run.decorrelate()
@@ -125,13 +139,14 @@ class _ALDPSpec:
             raise ValueError(
                 f"state {tag}: only {dec.n_kept} decorrelated frames (statistical inefficiency "
                 f"g = {g:.1f} frames, {dec.n_finite} of {dec.n_frames} frames inside the state) "
-                f"but system.{name} = {n_samples}. Raise system.production_steps to about "
+                f"but {_key(name)} = {n_samples}. Raise {_key(steps_key)} to about "
                 f"{need * self.save_every} (the cached run in '{out}' is extended, not redone) "
-                f"or lower system.{name}.")
+                f"or lower {_key(name)}.")
         pick = dec.indices[np.linspace(0, dec.n_kept - 1, n_samples).round().astype(np.int64)]
         x, _, s = run.select(pick)
         info = {"md_dir": str(out), "statistical_inefficiency": dec.statistical_inefficiency,
-                "n_frames": dec.n_frames, "n_inside": dec.n_finite, "n_decorrelated": dec.n_kept}
+                "md_steps": self.equilibration_steps + steps, "n_frames": dec.n_frames,
+                "n_inside": dec.n_finite, "n_decorrelated": dec.n_kept}
         return x - x.mean(dim=1, keepdim=True), s, info
 
     def _metadata(self, ts, info_a: dict, info_b: dict) -> dict:
@@ -146,6 +161,16 @@ class _ALDPSpec:
 
     def _reference(self) -> float | None:
         return None if math.isnan(self.reference) else float(self.reference)
+
+    def _problem(self, ea, eb, xa, xb, sa, sb, name: str, metadata: dict) -> TwoStateProblem:
+        """The problem in nm, then rescaled to ``coordinate_scale`` units per nm."""
+        problem = TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
+                                  reference=self._reference(), name=name, metadata=metadata)
+        return rescale_problem(problem, self.coordinate_scale)
+
+
+def _key(name: str) -> str:
+    return name if "." in name else f"system.{name}"
 
 
 def _system():
@@ -169,16 +194,49 @@ class ALDPSolvationSpec(_ALDPSpec):
         ts = _system()
         states = []
         for salt, (tag, lam) in enumerate((("a", self.lam_a), ("b", self.lam_b))):
-            energy = OpenMMEnergy(scale_gb_charges(ts.system, lam), self.temperature,
-                                  platform=self._platform(), on_error="inf")
-            out = self.cache_path("aldp_s", f"lam{lam:g}", {"lam": lam})
-            ts_state = SimpleNamespace(system=energy.system, topology=ts.topology,
-                                       positions=ts.positions)
+            energy, out, ts_state = self._state(ts, lam)
             states.append((energy, *self._samples(ts_state, energy, out, tag, salt=salt)))
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
-        return TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
-                               reference=self._reference(), name="aldp_s",
-                               metadata=self._metadata(ts, ia, ib))
+        return self._problem(ea, eb, xa, xb, sa, sb,
+                             "aldp_s", self._metadata(ts, ia, ib))
+
+    def _state(self, ts, lam: float) -> tuple[OpenMMEnergy, Path, SimpleNamespace]:
+        """State λ: its energy, its MD cache folder and the system MD runs on."""
+        energy = OpenMMEnergy(scale_gb_charges(ts.system, lam), self.temperature,
+                              platform=self._platform(), on_error="inf")
+        out = self.cache_path("aldp_s", f"lam{lam:g}", {"lam": lam})
+        return energy, out, SimpleNamespace(system=energy.system, topology=ts.topology,
+                                            positions=ts.positions)
+
+    def mbar_reference(self, config: ReferenceConfig) -> LadderReference:
+        """MBAR over ``config.n_windows`` evenly spaced λ states from ``lam_a`` to ``lam_b``.
+
+        Each state gets its own Langevin MD run (the spec's MD settings, ``window_steps`` of
+        production, or ``production_steps`` when 0) in the same cache as :meth:`build`, so the
+        two end windows share their chains with the FEAT samples. Every run is decorrelated
+        with the statistical inefficiency of its ``u`` and ``config.n_samples`` frames are
+        taken evenly from the decorrelated ones; pymbar's MBAR then gives ΔF = F_b − F_a.
+        """
+        t0, ts = time.perf_counter(), _system()
+        lams = [float(v) for v in np.linspace(self.lam_a, self.lam_b, config.n_windows)]
+        steps = config.window_steps or self.production_steps
+        energies, samples, windows = [], [], []
+        for k, lam in enumerate(lams):
+            salt = 0 if k == 0 else 1 if k == len(lams) - 1 else 1 + k
+            energy, out, ts_state = self._state(ts, lam)
+            t1 = time.perf_counter()
+            x, _, info = self._samples(ts_state, energy, out, f"λ={lam:g}", salt=salt,
+                                       n_samples=config.n_samples, steps=steps)
+            energies.append(energy)
+            samples.append(x)
+            windows.append({"lambda": lam, "seconds": time.perf_counter() - t1, **info})
+        mbar = mbar_delta_f(energies, samples, n_bootstrap=config.n_bootstrap, seed=config.seed)
+        protocol = (f"Langevin MD per λ state ({self.timestep_fs:g} fs, H mass "
+                    f"{self.hydrogen_mass:g} amu, friction {self.friction:g}/ps, "
+                    f"{self.equilibration_steps} equilibration + {steps} production steps), "
+                    f"{config.n_samples} decorrelated frames per state, MBAR (pymbar)")
+        return LadderReference(mbar, "lambda", tuple(lams), tuple(windows), protocol,
+                               time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -211,6 +269,5 @@ class ALDPBasinSpec(_ALDPSpec):
             out = self.cache_path("aldp_t", "phi-out" if comp else "phi-in", keys)
             states.append((energy, *self._samples(ts, energy, out, tag, (restraint,), salt)))
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
-        return TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
-                               reference=self._reference(), name="aldp_t",
-                               metadata=self._metadata(ts, ia, ib))
+        return self._problem(ea, eb, xa, xb, sa, sb,
+                             "aldp_t", self._metadata(ts, ia, ib))
