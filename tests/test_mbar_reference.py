@@ -96,3 +96,19 @@ def test_validation():
         bad = [s.clone() for s in samples]
         bad[0][0, 0, 0] = float("nan")
         mbar_delta_f(windows, bad)
+
+
+def test_phi4_umbrella_spec_reference_matches_exact_free_field():
+    """The spec's HMC umbrella ladder (``feat reference``) on a free field: z-score vs exact."""
+    from feat.config import ReferenceConfig
+    from feat.specs.lattice import Phi4UmbrellaSpec
+
+    spec = Phi4UmbrellaSpec(shape=[3, 3], m2=0.5, lam=0.0, k=10.0, n_chains=32, n_warmup=100,
+                            n_steps=200, n_leapfrog=10, cache_dir="unused")
+    ref = spec.mbar_reference(ReferenceConfig(n_windows=4, n_samples=400, n_bootstrap=0))
+    a, b = spec.energies()
+    exact = -(b.log_z() - a.log_z())
+    assert ref.parameter == "center" and len(ref.values) == 4 and len(ref.windows) == 4
+    assert ref.values[0] == spec.center_a and ref.values[-1] == spec.center_b
+    assert abs(ref.mbar.delta_f - exact) / ref.mbar.sigma < 3.0, (ref.mbar.delta_f, exact)
+    assert list(ref.to_dict()["mbar"]["n_k"]) == [400] * 4
