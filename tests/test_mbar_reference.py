@@ -112,3 +112,23 @@ def test_phi4_umbrella_spec_reference_matches_exact_free_field():
     assert ref.values[0] == spec.center_a and ref.values[-1] == spec.center_b
     assert abs(ref.mbar.delta_f - exact) / ref.mbar.sigma < 3.0, (ref.mbar.delta_f, exact)
     assert list(ref.to_dict()["mbar"]["n_k"]) == [400] * 4
+
+
+def test_mbar_from_matrix_between_unsampled_regions_matches_exact():
+    """Two unit-Gaussian umbrellas; targets: the unbiased N(0, 1) restricted to x < 0.5 and to
+    x >= 0.5 (+inf outside). ΔF = -log(P(x >= 0.5) / P(x < 0.5)) exactly."""
+    from scipy.stats import norm
+
+    from feat.reference import mbar_from_matrix
+
+    rng = np.random.default_rng(3)
+    centres = np.array([-0.5, 0.5, 1.5])
+    x = np.concatenate([rng.normal(c, 1.0, 600) for c in centres])
+    # sampled states: N(c, 1) = unbiased 0.5 x^2 + bias; drop the common 0.5 x^2 per column
+    u_kn = np.stack([0.5 * (x - c) ** 2 - 0.5 * x**2 for c in centres])
+    u_ln = np.stack([np.where(x < 0.5, 0.0, np.inf), np.where(x >= 0.5, 0.0, np.inf)])
+    r = mbar_from_matrix(u_kn, [600] * 3, u_ln=u_ln, n_bootstrap=50, seed=1)
+    p = norm.sf(0.5)
+    exact = -math.log(p / (1 - p))
+    assert abs(r.delta_f - exact) / r.sigma < 3.0, (r.delta_f, exact, r.sigma)
+    assert 0.5 < r.sigma_bootstrap / r.sigma < 2.0

@@ -4,10 +4,12 @@ from .mbar import (
     LadderReference,
     MBARResult,
     mbar_delta_f,
+    mbar_from_matrix,
     reduced_potential_matrix,
     umbrella_windows,
     window_centers,
 )
 
-__all__ = ["LadderReference", "MBARResult", "mbar_delta_f", "reduced_potential_matrix",
+__all__ = ["LadderReference", "MBARResult", "mbar_delta_f", "mbar_from_matrix",
+           "reduced_potential_matrix",
            "umbrella_windows", "window_centers"]

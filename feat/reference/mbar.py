@@ -25,8 +25,8 @@ from ..energies.base import Energy, check_batch
 from ..energies.bias import Biased, HarmonicUmbrella
 from ..energies.lattice import magnetisation
 
-__all__ = ["LadderReference", "MBARResult", "mbar_delta_f", "reduced_potential_matrix",
-           "umbrella_windows", "window_centers"]
+__all__ = ["LadderReference", "MBARResult", "mbar_delta_f", "mbar_from_matrix",
+           "reduced_potential_matrix", "umbrella_windows", "window_centers"]
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,13 @@ class LadderReference:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (f"{self.mbar.summary()}; {self.parameter} from {self.values[0]:g} to "
-                f"{self.values[-1]:g}; {self.seconds:.0f} s")
+        """One line: ΔF ± σ (bootstrap), the ladder, its weakest overlap, the time."""
+        m = self.mbar
+        boot = f" (bootstrap ± {m.sigma_bootstrap:.4f})" if m.sigma_bootstrap else ""
+        return (f"MBAR reference ΔF = {m.delta_f:.4f} ± {m.sigma:.4f} kT{boot}; "
+                f"{len(self.values)} states ({self.parameter} {self.values[0]:g} .. "
+                f"{self.values[-1]:g}), {sum(m.n_k)} samples, min neighbour overlap "
+                f"{m.min_overlap:.3f}; {self.seconds:.0f} s")
 
     def to_dict(self) -> dict:
         return {"mbar": self.mbar.to_dict(), "parameter": self.parameter,
@@ -169,27 +174,55 @@ def mbar_delta_f(energies: Sequence[Energy], samples: Sequence[Tensor], *, i: in
     -------
     MBARResult
     """
+    i, j = _index(i, len(energies), "i"), _index(j, len(energies), "j")
+    u_kn, n_k = reduced_potential_matrix(energies, samples, batch_size=batch_size)
+    return mbar_from_matrix(u_kn, n_k, i=i, j=j, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def mbar_from_matrix(u_kn: np.ndarray, n_k: np.ndarray, *, i: int = 0, j: int = -1,
+                     u_ln: np.ndarray | None = None, n_bootstrap: int = 0,
+                     seed: int = 0) -> MBARResult:
+    """MBAR on a precomputed ``u_kn`` (K, N) with ``n_k`` samples per state (pymbar 4).
+
+    Without ``u_ln``, ``ΔF = f_j - f_i`` between sampled states ``i`` and ``j``. With ``u_ln``
+    (2, N): ``ΔF = F_1 - F_0`` between two *unsampled* target states whose reduced potentials
+    on the pooled samples are its rows (``+inf`` allowed, e.g. a state restricted to a region),
+    and ``i``, ``j`` are ignored. Adding one constant per sample (column) to ``u_kn`` and
+    ``u_ln`` alike changes nothing, so biases alone suffice for umbrella windows.
+    """
     import pymbar
 
-    i, j = _index(i, len(energies), "i"), _index(j, len(energies), "j")
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be an int >= 0; got {n_bootstrap!r}.")
-    u_kn, n_k = reduced_potential_matrix(energies, samples, batch_size=batch_size)
+    n_k = np.asarray(n_k, dtype=np.int64)
+    i, j = (0, 1) if u_ln is not None else (_index(i, len(n_k), "i"), _index(j, len(n_k), "j"))
     mbar = pymbar.MBAR(u_kn, n_k)
-    diff = mbar.compute_free_energy_differences()
-    f_k = np.asarray(diff["Delta_f"][0], dtype=np.float64)
+    delta_f, sigma = _difference(mbar, i, j, u_ln, uncertainty=True)
+    f_k = np.asarray(mbar.compute_free_energy_differences(compute_uncertainty=False)
+                     ["Delta_f"][0], dtype=np.float64)
     overlap = np.asarray(mbar.compute_overlap()["matrix"])
     return MBARResult(
-        delta_f=float(f_k[j] - f_k[i]), sigma=float(diff["dDelta_f"][i, j]),
-        sigma_bootstrap=_bootstrap(u_kn, n_k, f_k, i, j, n_bootstrap, seed),
+        delta_f=delta_f, sigma=sigma,
+        sigma_bootstrap=_bootstrap(u_kn, n_k, f_k, i, j, u_ln, n_bootstrap, seed),
         f_k=tuple(float(f) for f in f_k),
         neighbour_overlap=tuple(float(overlap[k, k + 1]) for k in range(len(n_k) - 1)),
         n_k=tuple(int(n) for n in n_k), i=i, j=j)
 
 
+def _difference(mbar, i: int, j: int, u_ln: np.ndarray | None, uncertainty: bool):
+    """``(ΔF, σ)`` between states i and j of ``mbar``, or between the rows of ``u_ln``."""
+    if u_ln is None:
+        d = mbar.compute_free_energy_differences(compute_uncertainty=uncertainty)
+    else:
+        d = mbar.compute_perturbed_free_energies(np.asarray(u_ln, dtype=np.float64),
+                                                 compute_uncertainty=uncertainty)
+    sigma = float(d["dDelta_f"][i, j]) if uncertainty else math.nan
+    return float(d["Delta_f"][i, j]), sigma
+
+
 def _bootstrap(u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, i: int, j: int,
-               n_bootstrap: int, seed: int) -> float | None:
-    """Std of ``f_j - f_i`` over resamples drawn with replacement within each state."""
+               u_ln: np.ndarray | None, n_bootstrap: int, seed: int) -> float | None:
+    """Std of ΔF over resamples drawn with replacement within each state."""
     if n_bootstrap == 0:
         return None
     import pymbar
@@ -200,8 +233,8 @@ def _bootstrap(u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, i: int, j: in
         idx = np.concatenate([s + rng.integers(0, n, n) for s, n in zip(starts, n_k,
                                                                           strict=True)])
         boot = pymbar.MBAR(u_kn[:, idx], n_k, initial_f_k=f_k)
-        f = boot.compute_free_energy_differences(compute_uncertainty=False)["Delta_f"][0]
-        values.append(f[j] - f[i])
+        sub = None if u_ln is None else np.asarray(u_ln)[:, idx]
+        values.append(_difference(boot, i, j, sub, uncertainty=False)[0])
     return float(np.std(values, ddof=1)) if n_bootstrap > 1 else math.nan
 
 

@@ -40,7 +40,7 @@ from ..energies.openmm import OpenMMEnergy
 from ..energies.scaling import rescale_problem
 from ..energies.states import BasinRestrictedEnergy, Dihedral, Interval, scale_gb_charges
 from ..problem import TwoStateProblem
-from ..reference.mbar import LadderReference, mbar_delta_f
+from ..reference.mbar import LadderReference, mbar_delta_f, mbar_from_matrix
 
 __all__ = ["ALDPBasinSpec", "ALDPSolvationSpec"]
 
@@ -251,6 +251,7 @@ class ALDPBasinSpec(_ALDPSpec):
     phi_low: float = 0.0
     phi_high: float = 2.15
     restraint_k: float = 1000.0
+    umbrella_k: float = 100.0         # kJ/mol/rad², the reference's φ umbrellas
 
     def build(self, generator: torch.Generator) -> TwoStateProblem:
         from ..sampling.md import flat_bottom_dihedral_restraint
@@ -271,3 +272,55 @@ class ALDPBasinSpec(_ALDPSpec):
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
         return self._problem(ea, eb, xa, xb, sa, sb,
                              "aldp_t", self._metadata(ts, ia, ib))
+
+    def mbar_reference(self, config: ReferenceConfig) -> LadderReference:
+        """Umbrella sampling over the whole φ circle and MBAR, then ``F_b − F_a`` by basin.
+
+        ``config.n_windows`` umbrellas ``w_k(φ) = umbrella_k · max(0, d(φ, φ_k) − 0.02)²``
+        (kJ/mol, ``d`` the periodic distance, centres ``φ_k = −π + 2πk/K``), each sampled by
+        Langevin MD of the full λ = 1 energy plus ``w_k`` (``window_steps`` of production),
+        decorrelated, ``config.n_samples`` frames each. MBAR on the biases gives the unbiased
+        density; the two basins are unsampled target states (``u = +inf`` outside), so
+        ``ΔF = F_b − F_a = −log(P(b) / P(a))``.
+        """
+        from ..energies.openmm import boltzmann_kt
+        from ..sampling.md import flat_bottom_dihedral_restraint
+
+        t0, ts, kt = time.perf_counter(), _system(), boltzmann_kt(self.temperature)
+        full = OpenMMEnergy(ts.system, self.temperature, platform=self._platform())
+        centers = [-math.pi + 2 * math.pi * k / config.n_windows for k in range(config.n_windows)]
+        steps = config.window_steps or self.production_steps
+        phis, windows = [], []
+        for k, c in enumerate(centers):
+            restraint = flat_bottom_dihedral_restraint(_PHI, c - _FLAT, c + _FLAT,
+                                                       k=self.umbrella_k)
+            out = self.cache_path("aldp_t", f"umbrella{k}",
+                                  {"phi0": c, "umbrella_k": self.umbrella_k, "flat": _FLAT})
+            t1 = time.perf_counter()
+            x, _, info = self._samples(ts, full, out, f"φ₀={c:+.2f}", (restraint,), 2 + k,
+                                       n_samples=config.n_samples, steps=steps)
+            phis.append(Dihedral(_PHI)(x).numpy())
+            windows.append({"phi0": c, "seconds": time.perf_counter() - t1, **info})
+        phi = np.concatenate(phis)
+        u_kn = np.stack([self.umbrella_k * np.maximum(_arc(phi, c) - _FLAT, 0.0) ** 2 / kt
+                         for c in centers])
+        inside = Interval(self.phi_low, self.phi_high)(torch.from_numpy(phi)).numpy()
+        u_ln = np.stack([np.where(inside, 0.0, np.inf), np.where(inside, np.inf, 0.0)])
+        mbar = mbar_from_matrix(u_kn, [len(f) for f in phis], u_ln=u_ln,
+                                n_bootstrap=config.n_bootstrap, seed=config.seed)
+        protocol = (f"{config.n_windows} umbrellas on φ ({self.umbrella_k:g} kJ/mol/rad², "
+                    f"flat bottom ±{_FLAT} rad) over the circle, Langevin MD "
+                    f"({self.timestep_fs:g} fs, {self.equilibration_steps} + {steps} steps "
+                    f"each), {config.n_samples} decorrelated frames per window, MBAR (pymbar) "
+                    f"with the basins φ ∈ ({self.phi_low:g}, {self.phi_high:g}) and its "
+                    "complement as unsampled target states")
+        return LadderReference(mbar, "phi0", tuple(centers), tuple(windows), protocol,
+                               time.perf_counter() - t0)
+
+
+_FLAT = 0.02  # rad: half-width of the umbrellas' flat bottom (the restraint needs low < high)
+
+
+def _arc(phi: np.ndarray, center: float) -> np.ndarray:
+    """Periodic angular distance |φ − center| in [0, π]."""
+    return np.abs(np.arctan2(np.sin(phi - center), np.cos(phi - center)))
