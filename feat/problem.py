@@ -13,19 +13,31 @@ from .energies.base import Energy, check_batch
 __all__ = ["TwoStateProblem"]
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _as_samples(x, energy: Energy, name: str) -> Tensor:
     """Validate an array of samples of one state and return it as a float tensor."""
+    shape = ", ".join(map(str, energy.event_shape))
     if x is None:
-        raise ValueError(
-            f"{name} is missing: give samples of shape (n, "
-            f"{', '.join(map(str, energy.event_shape))})."
-        )
+        raise ValueError(f"{name} is missing: give samples of shape (n, {shape}).")
     if not isinstance(x, Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    if not torch.is_floating_point(x):
+        try:
+            arr = np.asarray(x)
+        except ValueError:  # ragged nested sequences
+            arr = np.empty(0, dtype=object)
+        if arr.dtype.kind not in "biufc":
+            raise TypeError(
+                f"{name} must be a tensor or array of real numbers with shape (n, {shape}); "
+                f"got {type(x).__name__} of dtype {arr.dtype}"
+                + (" (rows of unequal length?)" if arr.dtype == object else "")
+                + ". Convert with np.asarray(x, dtype=float)."
+            )
+        x = torch.as_tensor(arr)
+    if x.dtype in _HALF:
         raise TypeError(
-            f"{name} must hold floating-point numbers; got dtype {x.dtype}. "
-            "Convert with .astype(float)."
+            f"{name} must be float32 or float64; got {x.dtype}, whose precision is too low "
+            "for energies and works. Convert with x.double()."
         )
     check_batch(x, energy.event_shape, name)
     bad = ~torch.isfinite(x.flatten(1)).all(-1)
@@ -72,7 +84,8 @@ class TwoStateProblem:
         if tuple(self.energy_a.event_shape) != tuple(self.energy_b.event_shape):
             raise ValueError(
                 f"energy_a and energy_b must share one event shape; got "
-                f"{self.energy_a.event_shape} and {self.energy_b.event_shape}."
+                f"{self.energy_a.event_shape} and {self.energy_b.event_shape}. Both states "
+                "must live in one space: give both energies the same event_shape."
             )
         self.x_a = _as_samples(self.x_a, self.energy_a, "x_a")
         self.x_b = _as_samples(self.x_b, self.energy_b, "x_b")
@@ -83,7 +96,8 @@ class TwoStateProblem:
                 if s.shape != x.shape:
                     raise ValueError(
                         f"{nm} must have the shape of its samples {tuple(x.shape)}; "
-                        f"got {tuple(s.shape)}."
+                        f"got {tuple(s.shape)}. Give -grad u at each sample, or None to "
+                        "compute it from the energy."
                     )
                 setattr(self, nm, s)
 
@@ -92,13 +106,35 @@ class TwoStateProblem:
         return tuple(self.energy_a.event_shape)
 
     def scores(self, batch_size: int = 4096) -> tuple[Tensor, Tensor]:
-        """End-state scores at the samples, computing (once, in batches) any that are missing."""
+        """End-state scores at the samples, computing (once, in batches) any that are missing.
+
+        Raises ``ValueError`` when an energy is not finite (NaN or ±inf), or its score not
+        finite, at a sample of its own state: such a sample has no density, and its works
+        would be NaN or infinite.
+        """
         if self.score_a is None:
-            self.score_a = _batched_score(self.energy_a, self.x_a, batch_size)
+            self.score_a = _batched_score(self.energy_a, self.x_a, batch_size, "a")
         if self.score_b is None:
-            self.score_b = _batched_score(self.energy_b, self.x_b, batch_size)
+            self.score_b = _batched_score(self.energy_b, self.x_b, batch_size, "b")
         return self.score_a, self.score_b
 
 
-def _batched_score(energy: Energy, x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([energy.score(c) for c in torch.split(x, batch_size)])
+def _batched_score(energy: Energy, x: Tensor, batch_size: int, state: str) -> Tensor:
+    """``-grad u`` at ``x`` in batches, checking that ``u`` and the score are finite."""
+    pairs = [energy.energy_and_score(c) for c in torch.split(x, batch_size)]
+    u, score = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    for what, bad in (
+        ("energy", ~torch.isfinite(u)),
+        ("score", ~torch.isfinite(score.flatten(1)).all(-1)),
+    ):
+        if bool(bad.any()):
+            rows = torch.nonzero(bad)[:5, 0].tolist()
+            values = f"; u = {u[rows].tolist()}" if what == "energy" else ""
+            raise ValueError(
+                f"energy_{state} returned a non-finite {what} at {int(bad.sum())} of {len(x)} "
+                f"samples x_{state} (rows {rows}{values}). A reduced potential and its "
+                f"gradient must be finite at samples of its own state: fix energy_{state} "
+                "(NaN often comes from 0/0, sqrt or log of a negative number), or remove "
+                "those samples."
+            )
+    return score

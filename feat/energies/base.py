@@ -17,17 +17,49 @@ __all__ = ["Energy", "FunctionEnergy", "check_batch"]
 
 
 def check_batch(x: Tensor, event_shape: tuple[int, ...], name: str = "x") -> None:
-    """Raise a ``ValueError`` unless ``x`` has shape ``(batch, *event_shape)``, batch >= 1."""
+    """Raise unless ``x`` is a real floating-point tensor of shape ``(batch, *event_shape)``.
+
+    A ``TypeError`` for a non-tensor or a non-floating dtype (integer, bool, complex), a
+    ``ValueError`` for a wrong shape or an empty batch; each message names ``name``, the
+    expected and the received value, and the fix.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor; got {type(x).__name__}. "
             "Convert arrays with torch.as_tensor(...)."
         )
-    expected = "(batch, " + ", ".join(str(n) for n in event_shape) + ")"
-    if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != tuple(event_shape):
-        raise ValueError(f"{name} must have shape {expected}; got {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a real floating-point tensor (float32 or float64); got {x.dtype}. "
+            + (
+                "Take x.real if the imaginary part is round-off."
+                if x.is_complex()
+                else "Convert with x.double()."
+            )
+        )
+    shape = tuple(int(n) for n in event_shape)
+    expected = "(batch, " + ", ".join(str(n) for n in shape) + ")"
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"{name} must have shape {expected}; got {tuple(x.shape)}. {_shape_fix(x, shape)}"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}; give at least one sample.")
+
+
+def _shape_fix(x: Tensor, event_shape: tuple[int, ...]) -> str:
+    """How to turn ``x`` into shape ``(batch, *event_shape)``, as one sentence."""
+    if tuple(x.shape) == event_shape:
+        return "For one configuration add a batch dimension: x[None]."
+    per_sample = 1
+    for n in event_shape:
+        per_sample *= n
+    if x.dim() >= 1 and x.shape[0] > 0 and x[0].numel() == per_sample:
+        return f"Reshape with x.reshape(-1, {', '.join(map(str, event_shape))})."
+    return (
+        f"Each sample must have the energy's event shape {event_shape}; check that the "
+        "samples belong to this energy (same dimension, same number of atoms)."
+    )
 
 
 class Energy(abc.ABC):

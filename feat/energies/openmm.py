@@ -55,7 +55,10 @@ def _kelvin(temperature: Any) -> float:
             f"or a float in kelvin; got {type(temperature).__name__}."
         )
     if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"temperature must be finite and > 0 K; got {value} K.")
+        raise ValueError(
+            f"temperature must be finite and > 0 K; got {value} K. Give it in kelvin, e.g. "
+            "300.0 or 300 * openmm.unit.kelvin."
+        )
     return value
 
 
@@ -243,6 +246,7 @@ class OpenMMEnergy(Energy):
         platform_properties: dict[str, str] | None = None,
         on_error: OnError = "raise",
         n_workers: int = 0,
+        check_scale: bool = True,
     ):
         if not isinstance(system, openmm.System):
             raise TypeError(f"system must be an openmm.System; got {type(system).__name__}.")
@@ -260,6 +264,7 @@ class OpenMMEnergy(Energy):
         self.event_shape = (self.n_atoms, 3)
         self.n_nonfinite = 0
         self.n_evaluated = 0
+        self._bonds = _bond_lengths(system) if check_scale else None
         self._evaluator: _ContextEvaluator | None = None
         self._pool: ProcessPoolExecutor | None = None
 
@@ -337,6 +342,8 @@ class OpenMMEnergy(Energy):
             )
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor (positions in nm); got {x.dtype}.")
+        if self._bonds is not None and _check_scale(x, self._bonds):
+            self._bonds = None  # checked once, on the first finite positions given
 
     def _local(self) -> _ContextEvaluator:
         if self._evaluator is None:
@@ -415,6 +422,55 @@ def _find_nonfinite(u: np.ndarray, score: np.ndarray | None, failures: dict[int,
             )
 
 
+#: Largest accepted ratio (either way) of the median bond length to its equilibrium length.
+SCALE_TOLERANCE = 4.0
+
+
+def _bond_lengths(system: openmm.System) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Atom pairs ``i, j`` bonded in ``system`` and their equilibrium lengths (nm), or None."""
+    pairs = []
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for k in range(force.getNumBonds()):
+                i, j, r0, _ = force.getBondParameters(k)
+                pairs.append((i, j, r0.value_in_unit(unit.nanometer)))
+    for k in range(system.getNumConstraints()):
+        i, j, r0 = system.getConstraintParameters(k)
+        pairs.append((i, j, r0.value_in_unit(unit.nanometer)))
+    pairs = [p for p in pairs if p[2] > 0]
+    if not pairs:
+        return None
+    i, j, r0 = np.array(pairs).T
+    return i.astype(np.int64), j.astype(np.int64), r0.astype(np.float64)
+
+
+def _check_scale(x: Tensor, bonds: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bool:
+    """Raise a ``ValueError`` when the bonds of ``x`` (batch, N, 3) are ~10x off in length.
+
+    Returns whether there was a finite configuration to check.
+    """
+    i, j, r0 = bonds
+    pos = x[:10].detach().to(device="cpu", dtype=torch.float64).numpy()
+    pos = pos[np.isfinite(pos.reshape(len(pos), -1)).all(axis=1)]
+    if len(pos) == 0:
+        return False
+    ratio = float(np.median(np.linalg.norm(pos[:, i] - pos[:, j], axis=-1) / r0))
+    if ratio > SCALE_TOLERANCE:
+        raise ValueError(
+            f"x does not look like nanometres: bonded atoms are a median {ratio:.3g} times "
+            "their equilibrium length. Positions must be in nm; if they are in Å, divide by "
+            "10. Give check_scale=False to skip this check."
+        )
+    if ratio < 1.0 / SCALE_TOLERANCE:
+        raise ValueError(
+            f"x does not look like nanometres: bonded atoms are a median {ratio:.3g} times "
+            "their equilibrium length. Positions must be in nm; if they are 10 times too "
+            "small (nm divided by 10 again), multiply by 10. Give check_scale=False to skip "
+            "this check."
+        )
+    return True
+
+
 def _resolve_platform(
     system: openmm.System, platform: str | None, properties: dict[str, str] | None
 ) -> tuple[str, dict[str, str]]:
@@ -443,7 +499,10 @@ def _resolve_platform(
 
 def _check_on_error(on_error: str) -> str:
     if on_error not in ("raise", "inf"):
-        raise ValueError(f"on_error must be 'raise' or 'inf'; got {on_error!r}.")
+        raise ValueError(
+            f"on_error must be 'raise' or 'inf'; got {on_error!r}. Use 'inf' to give "
+            "configurations OpenMM cannot evaluate u = +inf (zero weight)."
+        )
     return on_error
 
 

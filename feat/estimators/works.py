@@ -56,10 +56,15 @@ def as_work_array(work: Any, name: str = "work_f") -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``work`` is not numeric, not 1-D, or empty.
+        If ``work`` is not real and numeric, not 1-D, or empty.
     """
     if hasattr(work, "detach"):
         work = np.asarray(work.detach().cpu())
+    if np.iscomplexobj(work):
+        raise ValueError(
+            f"{name} must hold real numbers (works in kT); got complex values. Take .real if "
+            "the imaginary part is round-off, otherwise find where the works became complex."
+        )
     try:
         arr = np.array(work, dtype=np.float64)
     except (TypeError, ValueError) as err:

@@ -64,8 +64,9 @@ class Interpolant:
         """Draw ``t ~ U[0, 1)`` (unless given) and ``z``, and build the antithetic pair."""
         if x_a.shape != x_b.shape:
             raise ValueError(
-                f"x_a and x_b must have the same shape; got {tuple(x_a.shape)} and "
-                f"{tuple(x_b.shape)}."
+                f"x_a and x_b must have the same shape (batch, *event_shape); got "
+                f"{tuple(x_a.shape)} and {tuple(x_b.shape)}. Pair them first (equal batch "
+                "sizes, e.g. with a coupling from feat.interpolants)."
             )
         n = x_a.shape[0]
         if t is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,11 @@ class SampleSet:
 
 
 def _array(name: str, value: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(value, Tensor):
-        if value.dtype not in (torch.float16, torch.float32, torch.float64):
-            raise ValueError(f"{name} must be float16/32/64; got {value.dtype}. Convert with "
-                             ".double() first.")
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+    arr = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+    if arr.dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"{name} must be float16/32/64; got {value.dtype}. Convert with "
+                         ".double() (tensors) or .astype(float) (arrays) first.")
+    return arr
 
 
 def save_samples(path: str | os.PathLike, samples: Tensor | np.ndarray, *,
@@ -66,8 +66,21 @@ def save_samples(path: str | os.PathLike, samples: Tensor | np.ndarray, *,
 
 
 def load_samples(path: str | os.PathLike) -> SampleSet:
-    """Read a file written by :func:`save_samples`; arrays come back as CPU tensors."""
-    with np.load(Path(path), allow_pickle=False) as f:
+    """Read a file written by :func:`save_samples`; arrays come back as CPU tensors.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one that is not a
+    readable samples file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file '{path}' does not exist; check the path, or "
+                                "write it with feat.sampling.save_samples.")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"samples file '{path}' is not a readable .npz file ({err}); delete "
+                         "it and write it again with feat.sampling.save_samples.") from None
+    with f:
         if "format" not in f.files or str(f["format"]) != _FORMAT:
             raise ValueError(f"{path} is not a {_FORMAT} file (keys {f.files}); write it with "
                              "feat.sampling.save_samples.")

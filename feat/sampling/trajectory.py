@@ -55,8 +55,8 @@ def as_mdtraj_topology(topology: Any) -> mdtraj.Topology:
     if isinstance(topology, (str, os.PathLike)):
         path = Path(topology)
         if not path.is_file():
-            raise ValueError(f"topology file '{path}' does not exist; give a PDB (or any "
-                             "mdtraj topology file) of the system.")
+            raise ValueError(f"topology file '{path}' does not exist; check the path, or give "
+                             "a PDB (or any mdtraj topology file) of the system.")
         return mdtraj.load_topology(str(path))
     try:
         return mdtraj.Topology.from_openmm(topology)
@@ -108,9 +108,11 @@ def _load(path: Path, topology: Any) -> mdtraj.Trajectory:
     try:
         return mdtraj.load(str(path), top=top) if top is not None else mdtraj.load(str(path))
     except (ValueError, TypeError, OSError) as err:
-        hint = ("" if top is not None else " This format stores no topology: give "
+        hint = (" Check that the file is complete and in the format its extension names, "
+                f"and that topology ({top.n_atoms} atoms) describes its atoms in the same "
+                "order." if top is not None else " This format stores no topology: give "
                 "topology=<PDB file or mdtraj/openmm Topology>.")
-        raise ValueError(f"mdtraj could not read '{path}': {err}.{hint}") from err
+        raise ValueError(f"mdtraj could not read '{path}': {str(err).rstrip('.')}.{hint}") from err
 
 
 def load_trajectory(path: str | os.PathLike, topology: Any = None, *,
@@ -135,7 +137,8 @@ def load_trajectory(path: str | os.PathLike, topology: Any = None, *,
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"trajectory file '{path}' does not exist.")
+        raise ValueError(f"trajectory file '{path}' does not exist; check the path (relative "
+                         f"paths start in {Path.cwd()}).")
     traj = _load(path, topology)
     if n_atoms is not None and traj.n_atoms != n_atoms:
         raise ValueError(
