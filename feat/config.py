@@ -229,8 +229,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
     if not ok:
+        example = {int: "10", float: "0.01", bool: "true", str: '"text"'}.get(tp, "")
+        fix = f" Write it as a TOML {tp.__name__}, e.g. {example}." if example else ""
         raise ConfigError(
             f"{where} must be of type {tp.__name__}; got {value!r} ({type(value).__name__})."
+            + fix
         )
     return value
 
