@@ -41,43 +41,60 @@ def _threads(requested: int | None) -> str:
     return f"torch threads: {n} ({why})"
 
 
-def _data_parallel() -> bool:
-    """Join a ``torchrun`` launch (a no-op otherwise); rank 0 says so. True on rank 0."""
+def _device(config):
+    """The device ``config.device`` asks for (after --device), checked to exist here."""
+    from .pipeline import resolve_device
+
+    return resolve_device(config.device)
+
+
+def _data_parallel(device) -> bool:
+    """Join a ``torchrun`` launch (a no-op otherwise) with the backend of ``device`` (NCCL on
+    CUDA, gloo otherwise); rank 0 says so. True on rank 0."""
     from .training import distributed
 
-    if distributed.init() and distributed.is_main():
+    if distributed.init(device) and distributed.is_main():
         print(f"data-parallel training: {distributed.world_size()} processes "
               f"({distributed.backend()} backend); rank 0 writes the run directory",
               file=sys.stderr)
     return distributed.is_main()
 
 
+def _overrides(args) -> dict:
+    """``--set``, ``--seed`` and ``--device`` as overrides of the run file."""
+    overrides = _parse_set(getattr(args, "set", []))
+    for key in ("seed", "device"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    return overrides
+
+
+def _stage_time(result, stage: str) -> str:
+    if result.stages.get(stage) == "reused":
+        return f"{stage} reused"
+    return f"{stage} {result.timings[stage]:.0f} s"
+
+
 def _cmd_run(args) -> int:
     from .config import load_run_config
     from .pipeline import run
 
-    overrides = _parse_set(args.set)
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    config = load_run_config(args.system, args.preset, overrides)
+    config = load_run_config(args.system, args.preset, _overrides(args))
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{args.preset or 'default'}"
-    main = _data_parallel()
+    device = _device(config)
+    main = _data_parallel(device)
+    threads = _threads(args.threads)
     if main:
         print(f"feat run {config.name} (preset {args.preset or 'default'}) → {out}",
               file=sys.stderr)
-    threads = _threads(args.threads)
-    if main:
-        print(threads, file=sys.stderr)
-    result = run(config, out, progress=main and not args.no_progress, resume=args.resume)
+        print(f"{threads}; device: {device}", file=sys.stderr)
+    result = run(config, out, progress=main and not args.no_progress, resume=args.resume,
+                 force=args.force)
     if result is None:  # a data-parallel rank other than 0: training done, nothing to report
         return 0
     print(result.estimate.summary())
-    t = result.timings
-    print(
-        f"training {t['training']:.0f} s, transport {t['transport']:.0f} s; "
-        f"results in {out / 'results.json'}",
-        file=sys.stderr,
-    )
+    print(f"{_stage_time(result, 'training')}, {_stage_time(result, 'transport')}; "
+          f"results in {out / 'results.json'}", file=sys.stderr)
     return 0
 
 
@@ -89,7 +106,7 @@ def _cmd_sample(args) -> int:
     from .config import load_run_config
     from .specs import build_problem
 
-    config = load_run_config(args.system, args.preset)
+    config = load_run_config(args.system, args.preset, _overrides(args))
     print(_threads(args.threads), file=sys.stderr)
     start = time.perf_counter()
     problem = build_problem(config.system, torch.Generator().manual_seed(config.seed))
@@ -123,16 +140,14 @@ def _cmd_train(args) -> int:
     from .config import load_run_config
     from .pipeline import train_run
 
-    overrides = _parse_set(args.set)
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    config = load_run_config(args.system, args.preset, overrides)
-    main = _data_parallel()
+    config = load_run_config(args.system, args.preset, _overrides(args))
+    device = _device(config)
+    main = _data_parallel(device)
     threads = _threads(args.threads)
     if main:
-        print(threads, file=sys.stderr)
+        print(f"{threads}; device: {device}", file=sys.stderr)
     step = train_run(config, args.out, progress=main and not args.no_progress,
-                     resume=args.resume)
+                     resume=args.resume, force=args.force)
     if not main:
         return 0
     print(f"trained to step {step}; checkpoint in {Path(args.out) / 'checkpoint.pt'}. Next: "
@@ -144,9 +159,10 @@ def _cmd_estimate(args) -> int:
     from .pipeline import estimate_shard, merge_shards
     from .pipeline.shards import parse_shard
 
-    print(_threads(args.threads), file=sys.stderr)
     shard = parse_shard(args.shard) if args.shard else (0, 1)
-    path = estimate_shard(args.run_dir, shard, progress=not args.no_progress)
+    print(_threads(args.threads), file=sys.stderr)
+    path = estimate_shard(args.run_dir, shard, progress=not args.no_progress,
+                          device=args.device)
     print(f"works of shard {shard[0]}/{shard[1]} in {path}", file=sys.stderr)
     if args.shard is None:
         print(merge_shards(args.run_dir).summary())
@@ -161,19 +177,67 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .estimators import save_pymbar_npz, write_works_csv
+    from .report import load_run
+
+    record = load_run(args.run_dir)
+    run_dir = Path(args.run_dir)
+    as_csv = args.format == "csv"
+    out = Path(args.out) if args.out else run_dir / ("works.csv" if as_csv else "pymbar.npz")
+    if as_csv:
+        temperature = record.config.get("system", {}).get("temperature")
+        path = write_works_csv(out, record.work_f, record.work_r, temperature=temperature)
+    else:
+        path = save_pymbar_npz(out, record.work_f, record.work_r, record.results["estimate"])
+    print(f"{args.format} export of {run_dir} in {path}", file=sys.stderr)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of --threads: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
+    return int(text)
+
+
+def _device_name(text: str) -> str:
+    """argparse type of --device: the syntax only (availability is checked before work)."""
+    head, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda", "mps") or (head == "cuda" and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps; got {text!r}")
+
+
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads torch may use "
+                   "(default 1, the fastest for small networks; under torchrun: per process)")
+
+
+def _device_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--device", type=_device_name, metavar="DEVICE",
+                   help=f"where {what} run: auto (a GPU when there is one, else the CPU), "
+                   "cpu, cuda, cuda:N or mps; overrides the run file's 'device' (default "
+                   "auto). Results agree across devices up to round-off.")
+
+
 def _system_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     """The arguments shared by the commands that start from a system's run file."""
     p.add_argument("system", help="a system folder holding system.toml (e.g. systems/gmm40) "
                    "or a .toml run file")
     p.add_argument("--preset", help="a preset defined in the run file (e.g. quick, full)")
-    p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--seed", type=int, help="override the run file's seed (samples, network "
+                   "initialisation, minibatches and transport noise all follow from it)")
+    _threads_arg(p)
     if not training:
         return
-    p.add_argument("--seed", type=int, help="override the run file's seed")
+    _device_arg(p, "the networks and the transports")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set training.steps=500 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from "
                    "its checkpoint (same settings); the result equals an uninterrupted run's")
+    p.add_argument("--force", action="store_true", help="recompute every stage, even those "
+                   "the run directory already holds with the same settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -186,13 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = p.add_subparsers(dest="command", required=True)
+    _system_commands(sub)
+    _run_dir_commands(sub)
+    return p
+
+
+def _system_commands(sub) -> None:
+    """The commands that start from a system's run file: run, sample, train."""
     r = sub.add_parser(
         "run",
         help="train → transport → estimate on a system folder",
         description="Train the velocity and score fields on the end-state "
-        "samples, run forward and reverse transports, and print ΔF ± σ with "
+        "samples, run forward and reverse transports, and print ΔF ± σ (kT) with "
         "every estimator; writes config.json, checkpoint.pt, works.npz and "
-        "results.json into the run directory.",
+        "results.json into the run directory. Run again into the same directory, "
+        "stages that are finished with the same settings are reused (a note on stderr "
+        "says which stage reruns and why); --force recomputes everything.",
     )
     _system_args(r, training=True)
     r.add_argument("--out", help="run directory (default: runs/NAME-PRESET)")
@@ -203,18 +276,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "later 'feat run' reuses them; prints a summary.")
     _system_args(sm, training=False)
     sm.set_defaults(func=_cmd_sample)
+    t = sub.add_parser("train", help="only train (checkpointed); estimate later",
+                       description="Train the velocity and score fields (the neural networks "
+                       "that carry samples of state a to state b and back) of a system into a "
+                       "run directory, checkpointed and resumable; 'feat estimate' then runs "
+                       "the transports. A finished checkpoint with the same settings is kept "
+                       "(--force retrains).")
+    t.add_argument("--out", required=True, help="the run directory to create")
+    _system_args(t, training=True)
+    t.set_defaults(func=_cmd_train)
+
+
+def _run_dir_commands(sub) -> None:
+    """The commands that work on a run directory: report, estimate, merge, export."""
     rp = sub.add_parser("report", help="write report.md and plots for a run directory",
                         description="Recompute the estimate from a run directory's works.npz, "
                         "check it equals results.json (exit 1 if not), and write report.md and "
                         "plots/*.png into the directory.")
     rp.add_argument("run_dir", help="a directory written by 'feat run' (e.g. runs/gaussian-quick)")
     rp.set_defaults(func=_cmd_report)
-    t = sub.add_parser("train", help="only train (checkpointed); estimate later",
-                       description="Train the fields of a system into a run directory "
-                       "(checkpointed, resumable); 'feat estimate' then runs the transports.")
-    t.add_argument("--out", required=True, help="the run directory to create")
-    _system_args(t, training=True)
-    t.set_defaults(func=_cmd_train)
     e = sub.add_parser("estimate", help="transport and estimate with a trained run (shardable)",
                        description="Run the forward and reverse transports of a trained run "
                        "directory and estimate ΔF. With --shard K/N only every N-th chunk of "
@@ -222,8 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "'feat merge' then combines the shards into a result identical to an "
                        "unsharded run with the same seed.")
     e.add_argument("run_dir", help="a run directory written by 'feat run' (holds checkpoint.pt)")
-    e.add_argument("--shard", metavar="K/N", help="run shard K of N (0-based)")
-    e.add_argument("--threads", type=int, help="torch threads (default 1)")
+    e.add_argument("--shard", metavar="K/N", help="run shard K of N, K = 0..N-1 (in a SLURM "
+                   "array --array=0-(N-1): --shard $SLURM_ARRAY_TASK_ID/N); the seed is the "
+                   "run's, so the shards merge into the unsharded result")
+    _threads_arg(e)
+    _device_arg(e, "the transports")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_estimate)
     m = sub.add_parser("merge", help="combine the shards of 'feat estimate --shard'",
@@ -231,7 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "works.npz and results.json (checks that every shard is there).")
     m.add_argument("run_dir", help="the run directory holding the shards")
     m.set_defaults(func=_cmd_merge)
-    return p
+    x = sub.add_parser("export", help="write a run's works for pandas/alchemlyb (CSV) or pymbar",
+                       description="Export the forward and reverse works (in kT) of a run "
+                       "directory. csv: a long table, one trajectory per row (direction, "
+                       "trajectory, from_lambda, to_lambda, work, energy_unit, temperature), "
+                       "for pandas and alchemlyb. pymbar-npz: arrays w_F and w_R for "
+                       "pymbar.other_estimators.bar, with the run's Delta_f and dDelta_f.")
+    x.add_argument("run_dir", help="a run directory holding works.npz and results.json")
+    x.add_argument("--format", choices=("csv", "pymbar-npz"), default="csv",
+                   help="csv (default) or pymbar-npz")
+    x.add_argument("--out", metavar="FILE", help="where to write (default: RUN_DIR/works.csv "
+                   "or RUN_DIR/pymbar.npz)")
+    x.set_defaults(func=_cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, ValueError, TypeError, CheckpointError) as err:
+    except (ConfigError, ValueError, TypeError, CheckpointError, OSError) as err:
         print(f"feat: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

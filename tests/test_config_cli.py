@@ -107,3 +107,38 @@ def test_optional_keys_accept_none_ints_and_reject_wrong_types():
     assert from_mapping(Spec, {}, "system").reference is None
     with pytest.raises(ConfigError, match="system.reference must be of type float"):
         from_mapping(Spec, {"reference": "x"}, "system")
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "no/such/system"],
+    ["train", "no/such/system", "--out", "unused"],
+    ["sample", "no/such/system"],
+    ["estimate", "no/such/run"],
+    ["merge", "no/such/run"],
+    ["report", "no/such/run"],
+    ["export", "no/such/run"],
+])
+def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(argv, capsys):
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if not line.startswith("torch threads")]
+    assert len(err) == 1 and err[0].startswith("feat: error: "), err
+    assert "no/such" in err[0]
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("run", ("--seed", "--threads", "--device", "--force", "--resume", "--set")),
+    ("train", ("--seed", "--threads", "--device", "--force", "--resume", "--set")),
+    ("sample", ("--seed", "--threads", "--preset")),
+    ("estimate", ("--shard", "--threads", "--device")),
+    ("merge", ()),
+    ("report", ()),
+    ("export", ("--format", "--out")),
+])
+def test_every_command_explains_itself(command, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in flags), text
+    assert len(text.split("\n\n")[1]) > 60  # a description, not only the usage line

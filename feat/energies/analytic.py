@@ -16,12 +16,30 @@ from .base import Energy
 __all__ = ["Gaussian", "GaussianMixture", "gmm_pair", "softplus"]
 
 
+class _FollowsInput:
+    """Parameter tensors (float64, CPU) copied once per device and dtype of the inputs.
+
+    ``energy(x)`` then runs on ``x``'s device in ``x``'s dtype without copying the parameters
+    on every call. Subclasses list the attribute names in ``_parameters``.
+    """
+
+    _parameters: tuple[str, ...] = ()
+
+    def _on(self, x: Tensor) -> tuple[Tensor, ...]:
+        cache = self.__dict__.setdefault("_copies", {})
+        key = (x.device, x.dtype)
+        if key not in cache:
+            cache[key] = tuple(getattr(self, n).to(device=x.device, dtype=x.dtype)
+                               for n in self._parameters)
+        return cache[key]
+
+
 def softplus(v: float) -> float:
     """``log(1 + e^v)``, the paper's parameterisation of the GMM widths."""
     return math.log1p(math.exp(v))
 
 
-class Gaussian(Energy):
+class Gaussian(_FollowsInput, Energy):
     """``u(x) = ½ (x − μ)ᵀ Σ⁻¹ (x − μ)`` in kT, a Gaussian with full covariance.
 
     Parameters
@@ -30,7 +48,10 @@ class Gaussian(Energy):
     cov : Tensor, shape (d, d), symmetric positive definite.
 
     ``log_z() = (d/2) log 2π + ½ log det Σ`` exactly; :meth:`sample` draws exact samples.
+    The energy and score follow the device and dtype of ``x``.
     """
+
+    _parameters = ("mean", "precision")
 
     def __init__(self, mean: Tensor, cov: Tensor):
         mean = torch.as_tensor(mean, dtype=torch.float64)
@@ -51,11 +72,13 @@ class Gaussian(Energy):
         self.event_shape = (d,)
 
     def energy(self, x: Tensor) -> Tensor:
-        r = x - self.mean.to(x)
-        return 0.5 * ((r @ self.precision.to(x)) * r).sum(-1)
+        mean, precision = self._on(x)
+        r = x - mean
+        return 0.5 * ((r @ precision) * r).sum(-1)
 
     def score(self, x: Tensor) -> Tensor:
-        return -(x - self.mean.to(x)) @ self.precision.to(x)
+        mean, precision = self._on(x)
+        return -(x - mean) @ precision
 
     def log_z(self) -> float:
         d = self.event_shape[0]
@@ -67,7 +90,7 @@ class Gaussian(Energy):
         return self.mean + z @ self.chol.T
 
 
-class GaussianMixture(Energy):
+class GaussianMixture(_FollowsInput, Energy):
     """``u(x) = −log Σ_k w_k N(x; μ_k, diag σ_k²)``: a normalised mixture, so ``log Z = 0``.
 
     Parameters
@@ -75,7 +98,11 @@ class GaussianMixture(Energy):
     means : Tensor, shape (K, d)
     stds : Tensor, shape (K,) (isotropic components) or (K, d)
     weights : Tensor, shape (K,), optional; positive, normalised here. Equal weights by default.
+
+    The energy and score follow the device and dtype of ``x``.
     """
+
+    _parameters = ("means", "stds", "log_weights")
 
     def __init__(self, means: Tensor, stds: Tensor | float, weights: Tensor | None = None):
         means = torch.as_tensor(means, dtype=torch.float64)
@@ -102,17 +129,18 @@ class GaussianMixture(Energy):
 
     def _component_log_density(self, x: Tensor) -> Tensor:
         """``log w_k + log N(x; μ_k, σ_k²)``, shape (batch, K)."""
-        mu, sd = self.means.to(x), self.stds.to(x)
+        mu, sd, log_w = self._on(x)
         r = (x[:, None, :] - mu) / sd
         log_norm = -torch.log(sd).sum(-1) - 0.5 * self.event_shape[0] * math.log(2 * math.pi)
-        return self.log_weights.to(x) + log_norm - 0.5 * (r * r).sum(-1)
+        return log_w + log_norm - 0.5 * (r * r).sum(-1)
 
     def energy(self, x: Tensor) -> Tensor:
         return -torch.logsumexp(self._component_log_density(x), dim=-1)
 
     def score(self, x: Tensor) -> Tensor:
         resp = torch.softmax(self._component_log_density(x), dim=-1)
-        mu, var = self.means.to(x), self.stds.to(x) ** 2
+        mu, sd, _ = self._on(x)
+        var = sd**2
         return (resp[:, :, None] * (mu - x[:, None, :]) / var).sum(1)
 
     def log_z(self) -> float:

@@ -14,7 +14,15 @@ from numpy.typing import ArrayLike
 
 from .bar import bar
 from .bounds import Bounds, bounds
-from .io import SavedWorks, load_works, save_works, to_pymbar
+from .io import (
+    SavedWorks,
+    load_works,
+    read_works_csv,
+    save_pymbar_npz,
+    save_works,
+    to_pymbar,
+    write_works_csv,
+)
 from .jarzynski import OneSidedEstimate, jarzynski_forward, jarzynski_reverse
 from .results import FreeEnergyEstimate
 from .uncertainty import bootstrap
@@ -34,8 +42,11 @@ __all__ = [
     "jarzynski_forward",
     "jarzynski_reverse",
     "load_works",
+    "read_works_csv",
+    "save_pymbar_npz",
     "save_works",
     "to_pymbar",
+    "write_works_csv",
 ]
 
 

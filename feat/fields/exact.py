@@ -24,16 +24,17 @@ class _GaussianInterpolantField(Field):
         self.a, self.b, self.schedule = gauss_a, gauss_b, schedule
 
     def _moments(self, t: Tensor):
-        c = self.schedule(t.double())
-        eye = torch.eye(self.a.event_shape[0], dtype=torch.float64)
-        sa, sb = self.a.cov, self.b.cov
+        c, dev = self.schedule(t.double()), t.device
+        eye = torch.eye(self.a.event_shape[0], dtype=torch.float64, device=dev)
+        sa, sb = self.a.cov.to(dev), self.b.cov.to(dev)
+        mu_a, mu_b = self.a.mean.to(dev), self.b.mean.to(dev)
         e = lambda v: v[:, None, None]  # noqa: E731
         cov = e(c.alpha**2) * sa + e(c.beta**2) * sb + e(c.gamma**2) * eye
         half_dcov = (
             e(c.alpha * c.d_alpha) * sa + e(c.beta * c.d_beta) * sb + e(c.gamma * c.d_gamma) * eye
         )
-        mean = c.alpha[:, None] * self.a.mean + c.beta[:, None] * self.b.mean
-        dmean = c.d_alpha[:, None] * self.a.mean + c.d_beta[:, None] * self.b.mean
+        mean = c.alpha[:, None] * mu_a + c.beta[:, None] * mu_b
+        dmean = c.d_alpha[:, None] * mu_a + c.d_beta[:, None] * mu_b
         return mean, dmean, cov, half_dcov
 
 
@@ -69,12 +70,15 @@ class _MixtureInterpolantField(Field):
     def _pairs(self, t: Tensor, x: Tensor):
         c = self.schedule(t.double())
         col = lambda v: v[:, None, None, None]  # noqa: E731  (batch, Ka, Kb, d)
-        mu, nu = self.a.means[None, :, None, :], self.b.means[None, None, :, :]
-        va, vb = self.a.stds[None, :, None, :] ** 2, self.b.stds[None, None, :, :] ** 2
+        a, b = (self.a.means, self.a.stds, self.a.log_weights), \
+            (self.b.means, self.b.stds, self.b.log_weights)
+        (m_a, sd_a, lw_a), (m_b, sd_b, lw_b) = ([v.to(t.device) for v in p] for p in (a, b))
+        mu, nu = m_a[None, :, None, :], m_b[None, None, :, :]
+        va, vb = sd_a[None, :, None, :] ** 2, sd_b[None, None, :, :] ** 2
         mean = col(c.alpha) * mu + col(c.beta) * nu
         var = col(c.alpha) ** 2 * va + col(c.beta) ** 2 * vb + col(c.gamma) ** 2
         r = x.double()[:, None, None, :] - mean
-        logw = self.a.log_weights[None, :, None] + self.b.log_weights[None, None, :]
+        logw = lw_a[None, :, None] + lw_b[None, None, :]
         logp = logw - 0.5 * (r**2 / var + torch.log(var)).sum(-1)
         resp = torch.softmax(logp.flatten(1), -1).reshape(logp.shape)[..., None]
         return c, col, mu, nu, va, vb, var, r, resp

@@ -7,9 +7,17 @@ A run directory holds:
                                 history), written atomically every training.checkpoint_every
     checkpoint.prev.pt          the one before it (the fallback if the newest is unreadable)
     works.npz                   forward and reverse works, float64, with the transport settings
+                                (and the checkpoint fingerprint they were made with)
     works.shard-K-of-N.npz      one shard's works (``feat estimate --shard K/N``)
     results.json                ΔF, σ, every estimator, bounds, gap, ESS, non-finite counts,
                                 timings, the training history and the in-training estimates
+
+``run`` into a directory that already holds finished stages reuses them when they match the
+settings (a finished matching checkpoint skips training; matching works skip the transports)
+and reruns, with a note on stderr, whatever does not; ``force=True`` reruns everything.
+(``run_problem`` on a problem built elsewhere reuses nothing unless asked: ``reuse=True``.) See
+:mod:`feat.pipeline.reuse`. ``config.device`` (see :mod:`feat.pipeline.device`) places the
+fields, the training minibatches and the transports.
 """
 
 from __future__ import annotations
@@ -26,27 +34,31 @@ from ..problem import TwoStateProblem
 from ..specs import build_problem
 from ..training import distributed
 from .build import build_fields, make_grid, make_process, noise_projection, split_holdout
+from .device import describe_device, resolve_device
 from .monitor import Monitor
+from .reuse import reusable_works, say, works_settings
 from .shards import estimate_shard, load_run, merge_shards
 from .stages import (
     estimate_from,
     gather_works,
     train,
+    trained_fingerprint,
     training_summary,
     transport_works,
     write_config,
     write_results,
 )
 
-__all__ = ["Monitor", "RunResult", "build_fields", "estimate_shard", "load_run", "make_grid",
-           "make_process", "merge_shards", "noise_projection", "run", "run_problem",
-           "split_holdout", "train_run"]
+__all__ = ["Monitor", "RunResult", "build_fields", "describe_device", "estimate_shard",
+           "load_run", "make_grid", "make_process", "merge_shards", "noise_projection",
+           "resolve_device", "run", "run_problem", "split_holdout", "train_run"]
 
 
 @dataclass(frozen=True)
 class RunResult:
     """The estimate of a run, its configuration, its directory, stage timings (s), the count
-    of skipped (non-finite) training steps and the in-training estimates."""
+    of skipped (non-finite) training steps, the in-training estimates, and which stages were
+    computed or reused (``stages``, e.g. ``{"training": "reused", "transport": "computed"}``)."""
 
     estimate: FreeEnergyEstimate
     config: RunConfig
@@ -54,16 +66,22 @@ class RunResult:
     timings: dict = field(default_factory=dict)
     n_skipped_steps: int = 0
     monitor: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-        resume: bool = False) -> RunResult | None:
-    """Build the problem of ``config.system`` and run every stage (see :func:`run_problem`)."""
+        resume: bool = False, force: bool = False) -> RunResult | None:
+    """Build the problem of ``config.system`` and run every stage (see :func:`run_problem`).
+
+    Finished stages already in ``out_dir`` are reused when they match the settings (see
+    :mod:`feat.pipeline.reuse`); ``force=True`` reruns every stage.
+    """
+    resolve_device(config.device)  # fail before building the problem
     gen = torch.Generator().manual_seed(config.seed)
     t0 = time.perf_counter()
     problem = build_problem(config.system, gen)
     result = run_problem(problem, config, out_dir, progress=progress, generator=gen,
-                         resume=resume)
+                         resume=resume, reuse=not force)
     if result is None:  # a data-parallel rank other than 0
         return None
     result.timings["problem"] = time.perf_counter() - t0 - sum(result.timings.values())
@@ -71,32 +89,60 @@ def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool 
 
 
 def train_run(config: RunConfig, out_dir: str | Path, *, progress: bool = True,
-              resume: bool = False) -> int:
+              resume: bool = False, force: bool = False) -> int:
     """Only train (and checkpoint) into ``out_dir``; returns the step reached.
 
-    Then ``feat estimate OUT [--shard K/N]`` (and ``feat merge``) finish the run.
+    A finished checkpoint with the same settings is kept as it is unless ``force``. Then
+    ``feat estimate OUT [--shard K/N]`` (and ``feat merge``) finish the run.
     """
     out = Path(out_dir)
-    distributed.init()
+    device = resolve_device(config.device)
+    distributed.init(device)
     if distributed.is_main():
-        write_config(out, config)
+        write_config(out, config, device)
     gen = torch.Generator().manual_seed(config.seed)
     problem = build_problem(config.system, gen)
     train_problem, x_a, x_b = split_holdout(problem, config)
-    trainer, _ = train(problem, train_problem, x_a, x_b, config, gen, out, progress, resume)
+    trainer, _, _ = train(problem, train_problem, x_a, x_b, config, gen, out, progress,
+                          resume, device=device, reuse=not (force or resume))
     return trainer.step
+
+
+def _works(problem, x_a, x_b, trainer, config: RunConfig, out: Path | None, reuse: bool,
+           progress: bool, device: torch.device):
+    """The works of the run: reused from ``out/works.npz`` when they match, else transported
+    (sharded over the ``torchrun`` processes). Returns ``(work_f, work_r, process, settings,
+    reused)``."""
+    settings = works_settings(config, trained_fingerprint(trainer, config))
+    saved, note = reusable_works(out, settings) if reuse and out is not None else (None, None)
+    say(note)
+    if saved is not None:
+        return saved.work_f, saved.work_r, saved.metadata.get("process", ""), settings, True
+    world = distributed.world_size()
+    shard = (distributed.rank(), world) if world > 1 else None
+    fwd, rev, process = transport_works(problem, x_a, x_b, trainer.velocity_ema,
+                                        trainer.score_ema, config, shard=shard,
+                                        progress=progress and distributed.is_main(),
+                                        device=device)
+    work_f, work_r = gather_works(fwd, rev)
+    return work_f, work_r, process, settings, False
 
 
 def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
                 out_dir: str | Path | None = None, *, progress: bool = True,
-                generator: torch.Generator | None = None, resume: bool = False
-                ) -> RunResult | None:
+                generator: torch.Generator | None = None, resume: bool = False,
+                reuse: bool = False) -> RunResult | None:
     """Train, transport and estimate on ``problem``; write the run directory when given.
 
     ``config`` defaults to ``RunConfig()``; its ``system`` table is not used here. The last
     ``transport.n_forward`` / ``n_reverse`` samples of each state are held out of training
     and start the transports. With ``resume``, training continues from the run directory's
     checkpoint, and the result equals that of an uninterrupted run with the same seed.
+    With ``reuse``, finished stages already in the run directory are reused when they match
+    the settings (see :mod:`feat.pipeline.reuse`); the estimate is always recomputed. Off by
+    default here: the settings identify a problem only when it was built from
+    ``config.system`` (as :func:`run` does), not a problem passed in.
+    Fields, minibatches and transports live on ``config.device``.
 
     Under ``torchrun`` training is data-parallel over the processes (the weights equal a single
     process's up to round-off), the transports are sharded over the processes by seeded
@@ -105,27 +151,29 @@ def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
     """
     config = config if config is not None else RunConfig()
     out = Path(out_dir) if out_dir is not None else None
-    distributed.init()
+    device = resolve_device(config.device)
+    distributed.init(device)
     if out is not None and distributed.is_main():
-        write_config(out, config)
+        write_config(out, config, device)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     train_problem, x_a, x_b = split_holdout(problem, config)
+    reuse = reuse and out is not None
     t0 = time.perf_counter()
-    trainer, monitor = train(problem, train_problem, x_a, x_b, config, gen, out, progress,
-                             resume)
+    trainer, monitor, trained_before = train(problem, train_problem, x_a, x_b, config, gen,
+                                             out, progress, resume, device=device,
+                                             reuse=reuse and not resume)
     timings = {"training": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    world, main = distributed.world_size(), distributed.is_main()
-    shard = (distributed.rank(), world) if world > 1 else None
-    fwd, rev, process = transport_works(problem, x_a, x_b, trainer.velocity_ema,
-                                        trainer.score_ema, config, shard=shard,
-                                        progress=progress and main)
-    work_f, work_r = gather_works(fwd, rev)
+    work_f, work_r, process, settings, reused = _works(problem, x_a, x_b, trainer, config, out,
+                                                       reuse, progress, device)
     timings["transport"] = time.perf_counter() - t0
-    if not main:
+    if not distributed.is_main():
         return None
+    stages = {"training": "reused" if trained_before else "computed",
+              "transport": "reused" if reused else "computed"}
     est = estimate_from(config, problem, work_f, work_r)
     if out is not None:
         write_results(out, config, est, work_f, work_r, process, timings,
-                      training_summary(trainer), monitor.records)
-    return RunResult(est, config, out, timings, trainer.n_skipped, monitor.records)
+                      training_summary(trainer), monitor.records, settings=settings,
+                      stages=stages)
+    return RunResult(est, config, out, timings, trainer.n_skipped, monitor.records, stages)

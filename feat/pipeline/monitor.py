@@ -9,6 +9,7 @@ from ..estimators import estimate
 from ..training import Trainer
 from ..transport import transport
 from .build import make_grid, make_process
+from .reuse import monitor_settings
 
 __all__ = ["Monitor"]
 
@@ -17,13 +18,17 @@ class Monitor:
     """A training callback: a quick estimate from the EMA fields at every call.
 
     Uses ``monitor_trajectories`` held-out samples per direction and its own random stream,
-    so monitoring never changes the final result. ``records`` are plain dicts.
+    so monitoring never changes the final result. ``records`` are plain dicts. The
+    trajectories run on ``device`` (the fields'; default: where ``x_a`` and ``x_b`` are).
     """
 
-    def __init__(self, problem, x_a, x_b, config: RunConfig):
+    def __init__(self, problem, x_a, x_b, config: RunConfig,
+                 device: torch.device | None = None):
         self.problem, self.config = problem, config
         n = config.estimate.monitor_trajectories
         self.x_a, self.x_b = x_a[:n], x_b[:n]
+        if device is not None:
+            self.x_a, self.x_b = self.x_a.to(device), self.x_b.to(device)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.records: list[dict] = []
 
@@ -41,7 +46,9 @@ class Monitor:
                              "loss": trainer.history[-1].losses if trainer.history else None})
 
     def state_dict(self) -> dict:
-        return {"records": list(self.records), "generator": self.generator.get_state()}
+        """Records, random state and the settings they were made with."""
+        return {"records": list(self.records), "generator": self.generator.get_state(),
+                "settings": monitor_settings(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
         self.records = list(state["records"])

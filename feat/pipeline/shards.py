@@ -16,10 +16,13 @@ from ..estimators import load_works, save_works
 from ..specs import build_problem
 from ..training.checkpoint import CheckpointError, load_checkpoint
 from .build import split_holdout
+from .device import describe_device, resolve_device
+from .reuse import fingerprint, works_settings
 from .stages import (
     estimate_from,
     identity,
     new_trainer,
+    trained_fingerprint,
     transport_works,
     write_results,
 )
@@ -54,8 +57,9 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, dict]:
     return config, state
 
 
-def _setup(run_dir: Path):
+def _setup(run_dir: Path, device: str | None):
     config, state = load_run(run_dir)
+    dev = resolve_device(device if device is not None else config.device)
     if state["trainer"]["step"] < config.training.steps:
         raise CheckpointError(f"training in '{run_dir}' stopped at step "
                               f"{state['trainer']['step']} of {config.training.steps}; finish "
@@ -63,16 +67,26 @@ def _setup(run_dir: Path):
     gen = torch.Generator().manual_seed(config.seed)
     problem = build_problem(config.system, gen)
     train_problem, x_a, x_b = split_holdout(problem, config)
-    trainer = new_trainer(problem, train_problem, config, gen)
+    trainer = new_trainer(problem, train_problem, config, gen, dev)
     trainer.load_state_dict(state["trainer"])
-    return config, state, problem, trainer, x_a, x_b
+    return config, dev, problem, trainer, x_a, x_b
 
 
-def estimate_shard(run_dir: str | Path, shard: tuple[int, int], *,
-                   progress: bool = False) -> Path:
-    """Transport shard ``(K, N)`` of a trained run and write ``works.shard-K-of-N.npz``."""
+def _settings(config: RunConfig, state: dict) -> dict:
+    """The reuse settings of works made from the checkpoint ``state``."""
+    ema = {k: v["averaged"] for k, v in state["trainer"]["ema"].items()}
+    return works_settings(config, fingerprint(identity(config), state["trainer"]["step"], ema))
+
+
+def estimate_shard(run_dir: str | Path, shard: tuple[int, int], *, progress: bool = False,
+                   device: str | None = None) -> Path:
+    """Transport shard ``(K, N)`` of a trained run and write ``works.shard-K-of-N.npz``.
+
+    ``device`` ("auto", "cpu", "cuda", "cuda:N", "mps") overrides the run's ``device``
+    setting; the device used is stored in the shard's metadata.
+    """
     run_dir = Path(run_dir)
-    config, _, problem, trainer, x_a, x_b = _setup(run_dir)
+    config, dev, problem, trainer, x_a, x_b = _setup(run_dir, device)
     tc = config.transport
     n_chunks = -(-max(tc.n_forward, tc.n_reverse) // tc.batch_size)
     if shard[1] > n_chunks:
@@ -82,16 +96,17 @@ def estimate_shard(run_dir: str | Path, shard: tuple[int, int], *,
     t0 = time.perf_counter()
     fwd, rev, process = transport_works(problem, x_a, x_b, trainer.velocity_ema,
                                         trainer.score_ema, config, shard=shard,
-                                        progress=progress)
+                                        progress=progress, device=dev)
     k, n = shard
     work = [r.work if r is not None and len(r.work) else None for r in (fwd, rev)]
     index = [r.index.tolist() if r is not None else [] for r in (fwd, rev)]
     return save_works(run_dir / f"works.shard-{k}-of-{n}.npz", work[0], work[1],
                       process=process, index_f=index[0], index_r=index[1],
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, device=describe_device(dev),
+                      settings=works_settings(config, trained_fingerprint(trainer, config)))
 
 
-def _gather(run_dir: Path, n_f: int, n_r: int):
+def _gather(run_dir: Path, n_f: int, n_r: int, settings: dict):
     found = {}
     for path in sorted(run_dir.glob("works.shard-*-of-*.npz")):
         m = _SHARD.search(path.name)
@@ -105,6 +120,11 @@ def _gather(run_dir: Path, n_f: int, n_r: int):
         raise ConfigError(f"shards {missing} of {n} are missing in '{run_dir}'; run "
                           f"'feat estimate {run_dir} --shard K/{n}' for each.")
     parts = [load_works(shards[k]) for k in range(n)]
+    stale = [k for k, p in enumerate(parts) if p.metadata.get("settings", settings) != settings]
+    if stale:
+        raise ConfigError(f"shards {stale} of {n} in '{run_dir}' were made with other settings "
+                          "or another checkpoint (the run was retrained or changed since); "
+                          f"re-run them with 'feat estimate {run_dir} --shard K/{n}'.")
     works = [_join(parts, d, total) for d, total in (("f", n_f), ("r", n_r))]
     return works[0], works[1], parts[0].metadata.get("process", "")
 
@@ -126,12 +146,13 @@ def merge_shards(run_dir: str | Path):
     """Combine all shards into ``works.npz`` and ``results.json``; returns the estimate."""
     run_dir = Path(run_dir)
     config, state = load_run(run_dir)
-    tc = config.transport
-    work_f, work_r, process = _gather(run_dir, tc.n_forward, tc.n_reverse)
+    tc, settings = config.transport, _settings(config, state)
+    work_f, work_r, process = _gather(run_dir, tc.n_forward, tc.n_reverse, settings)
     problem = build_problem(config.system, torch.Generator().manual_seed(config.seed))
     est = estimate_from(config, problem, work_f, work_r)
     tr = state["trainer"]
     training = {"steps": tr["step"], "n_skipped": tr["n_skipped"], "history": tr["history"]}
     write_results(run_dir, config, est, work_f, work_r, process, {"merged_shards": True},
-                  training, state["monitor"]["records"])
+                  training, state["monitor"]["records"], settings=settings,
+                  stages={"training": "computed", "transport": "merged shards"})
     return est

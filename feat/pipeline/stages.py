@@ -18,10 +18,12 @@ from ..training import Trainer, distributed
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..transport import TransportResult, transport
 from .build import build_fields, make_grid, make_process, noise_projection
+from .device import describe_device
 from .monitor import Monitor
+from .reuse import fingerprint, finished_checkpoint, say
 
 __all__ = ["train", "transport_works", "gather_works", "write_results", "identity",
-           "direction_seed"]
+           "direction_seed", "trained_fingerprint"]
 
 
 def identity(config: RunConfig) -> dict:
@@ -31,42 +33,73 @@ def identity(config: RunConfig) -> dict:
     return {k: d[k] for k in ("system", "seed", "fields", "training")}
 
 
-def provenance(config: RunConfig) -> dict:
+def provenance(config: RunConfig, device: torch.device | None = None) -> dict:
     from .. import __version__
 
-    return {"feat": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "host": platform.node(),
-            "threads": torch.get_num_threads(), "seed": config.seed}
+    out = {"feat": __version__, "torch": torch.__version__, "numpy": np.__version__,
+           "python": platform.python_version(), "host": platform.node(),
+           "threads": torch.get_num_threads(), "seed": config.seed}
+    if device is not None:
+        out["device"] = describe_device(device)
+    return out
 
 
-def write_config(out: Path, config: RunConfig) -> None:
+def write_config(out: Path, config: RunConfig, device: torch.device | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"config": config.to_dict(),
-                                     "provenance": provenance(config)})
+                                     "provenance": provenance(config, device)})
 
 
-def new_trainer(problem, train_problem, config: RunConfig, gen) -> Trainer:
+def new_trainer(problem, train_problem, config: RunConfig, gen,
+                device: torch.device | None = None) -> Trainer:
+    """A fresh trainer; the fields are initialised from the seed on the CPU, then moved to
+    ``device`` (so their initial weights do not depend on it)."""
     schedule = LinearSchedule()
     b, s = build_fields(problem, config.fields, schedule, config.seed)
+    if device is not None:
+        b, s = b.to(device), s.to(device)
     interpolant = Interpolant(schedule, noise_projection(problem))
     return Trainer(train_problem, b, s, config.training, interpolant, gen)
 
 
+def trained_fingerprint(trainer: Trainer, config: RunConfig) -> str:
+    """The :func:`~feat.pipeline.reuse.fingerprint` of a trainer's current fields."""
+    ema = {k: e.averaged.state_dict() for k, e in trainer.emas.items()}
+    return fingerprint(identity(config), trainer.step, ema)
+
+
+def _restore(trainer: Trainer, monitor: Monitor, out: Path | None, ident: dict,
+             resume: bool, reuse: bool) -> bool:
+    """Load the checkpoint asked for (``resume``) or reusable (``reuse``); True when the
+    loaded training is finished and reused as it is."""
+    state = None
+    if resume and out is not None:
+        state = load_checkpoint(out / "checkpoint.pt", ident)
+    elif reuse and out is not None:
+        state, note = finished_checkpoint(out, monitor.config, ident)
+        say(note)
+    if state is None:
+        return False
+    trainer.load_state_dict(state["trainer"])
+    monitor.load_state_dict(state["monitor"])
+    return not resume
+
+
 def train(problem, train_problem, x_a, x_b, config: RunConfig, gen, out: Path | None,
-          progress: bool, resume: bool) -> tuple[Trainer, Monitor]:
-    """Build the trainer, restore the run directory's checkpoint if asked, and train.
+          progress: bool, resume: bool, *, device: torch.device | None = None,
+          reuse: bool = False) -> tuple[Trainer, Monitor, bool]:
+    """Build the trainer on ``device``, restore the run directory's checkpoint if asked
+    (``resume``) or reusable (``reuse``: finished and matching, then no step is taken), and
+    train. Returns the trainer, the monitor and whether a finished checkpoint was reused.
 
     Data-parallel under ``torchrun``: every rank restores the checkpoint; only rank 0 monitors
     and writes checkpoints, and the ranks meet at a barrier once the last one is written.
     """
-    trainer = new_trainer(problem, train_problem, config, gen)
-    monitor = Monitor(problem, x_a, x_b, config)
+    trainer = new_trainer(problem, train_problem, config, gen, device)
+    monitor = Monitor(problem, x_a, x_b, config, device)
     ident = identity(config)
-    if resume and out is not None:
-        state = load_checkpoint(out / "checkpoint.pt", ident)
-        if state is not None:
-            trainer.load_state_dict(state["trainer"])
-            monitor.load_state_dict(state["monitor"])
+    if _restore(trainer, monitor, out, ident, resume, reuse):
+        return trainer, monitor, True
 
     def save(tr: Trainer) -> None:
         save_checkpoint(out / "checkpoint.pt", {"trainer": tr.state_dict(),
@@ -80,7 +113,7 @@ def train(problem, train_problem, x_a, x_b, config: RunConfig, gen, out: Path | 
     if out is not None and main:
         save(trainer)
     distributed.barrier()
-    return trainer, monitor
+    return trainer, monitor, False
 
 
 def direction_seed(seed: int, direction: int) -> int:
@@ -89,13 +122,17 @@ def direction_seed(seed: int, direction: int) -> int:
 
 
 def transport_works(problem: TwoStateProblem, x_a, x_b, b, s, config: RunConfig, *,
-                    shard: tuple[int, int] | None = None, progress: bool = False
+                    shard: tuple[int, int] | None = None, progress: bool = False,
+                    device: torch.device | None = None
                     ) -> tuple[TransportResult | None, TransportResult | None, str]:
-    """Forward works from ``x_a`` and reverse works from ``x_b`` (seeded chunks).
+    """Forward works from ``x_a`` and reverse works from ``x_b`` (seeded chunks), on
+    ``device`` (that of the fields ``b`` and ``s``; default: where ``x_a`` and ``x_b`` are).
 
     ``shard = (k, n)`` runs only the chunks ``c`` with ``c % n == k`` of each direction.
     """
     tc = config.transport
+    if device is not None:
+        x_a, x_b = x_a.to(device), x_b.to(device)
     process = make_process(tc, b, s, problem)
     grid = make_grid(tc)
     out = []
@@ -115,12 +152,13 @@ def transport_works(problem: TwoStateProblem, x_a, x_b, b, s, config: RunConfig,
 
 def gather_works(fwd: TransportResult | None, rev: TransportResult | None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The forward and reverse works of every rank's shard, in trajectory order.
+    """The forward and reverse works of every rank's shard, in trajectory order, on
+    the CPU.
 
     Under ``torchrun`` rank k runs the seeded chunks ``c % world_size == k`` (see
     :func:`transport_works`), so the gathered works equal an unsharded run's.
     """
-    mine = [None if r is None else (r.work, r.index) for r in (fwd, rev)]
+    mine = [None if r is None else (r.work.cpu(), r.index.cpu()) for r in (fwd, rev)]
     parts = distributed.all_gather_object(mine)
     out = []
     for d, own in enumerate(mine):
@@ -133,14 +171,22 @@ def gather_works(fwd: TransportResult | None, rev: TransportResult | None
 
 
 def write_results(out: Path, config: RunConfig, est: FreeEnergyEstimate, work_f, work_r,
-                  process: str, timings: dict, training: dict, monitor: list) -> None:
-    """``works.npz`` and ``results.json`` of a run directory."""
+                  process: str, timings: dict, training: dict, monitor: list, *,
+                  settings: dict | None = None, stages: dict | None = None) -> None:
+    """``works.npz`` and ``results.json`` of a run directory.
+
+    ``settings`` (:func:`~feat.pipeline.reuse.works_settings`) are stored with the works so
+    that a later run can tell whether they can be reused; ``stages`` says which stages were
+    computed and which reused.
+    """
     tc = config.transport
     save_works(out / "works.npz", work_f, work_r, process=process, n_points=tc.n_points,
-               grid=tc.grid, eps=tc.eps, seed=config.seed)
-    write_json(out / "results.json", {"name": config.name, "estimate": est.to_dict(),
-                                      "timings_s": timings, "training": training,
-                                      "monitor": monitor})
+               grid=tc.grid, eps=tc.eps, seed=config.seed, settings=settings)
+    record = {"name": config.name, "estimate": est.to_dict(), "timings_s": timings,
+              "training": training, "monitor": monitor}
+    if stages:
+        record["stages"] = stages
+    write_json(out / "results.json", record)
 
 
 def training_summary(trainer: Trainer) -> dict:

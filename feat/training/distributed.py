@@ -1,9 +1,11 @@
 """Data-parallel training with ``torch.distributed``, launched by ``torchrun``.
 
 One code path for CPU and GPU: the process group uses NCCL when the trainer's tensors live on
-a CUDA device, gloo otherwise. Every rank draws the same global minibatch (same seed), computes
-the loss on its contiguous slice, and the gradients are averaged with :func:`all_reduce_mean_`,
-so all ranks take the same optimiser step and hold identical weights. Outside ``torchrun``
+a CUDA device, gloo otherwise (``feat run/train --device`` passes the resolved device to
+:func:`init`; under ``torchrun`` a CUDA device is ``cuda:LOCAL_RANK``, one GPU per process).
+Every rank draws the same global minibatch (same seed), computes the loss on its contiguous
+slice, and the gradients are averaged with :func:`all_reduce_mean_`, so all ranks take the
+same optimiser step and hold identical weights. Outside ``torchrun``
 (no ``WORLD_SIZE`` in the environment) everything here is a no-op: rank 0 of a world of 1.
 
 No state is kept here beyond what ``torch.distributed`` keeps itself.

@@ -33,7 +33,9 @@ class TrainingConfig:
     tsm_weight : weight of target score matching (0 turns it off).
     checkpoint_every : steps between checkpoints in a run directory (0: only at the end).
     coupling : "independent", "ot" (minibatch optimal transport) or "kabsch_ot" (centre and
-        Kabsch-align molecules to one reference first; needs equivariant fields).
+        Kabsch-align molecules to one reference first; needs equivariant fields) or
+        "perm_kabsch_ot" (identical particles, e.g. LJ: also relabel them by Hungarian
+        assignment; needs permutation-equivariant fields too).
     """
 
     steps: int = 2000
@@ -60,9 +62,10 @@ class TrainingConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"training.{key} is out of range: got {getattr(self, key)!r}.")
-        if self.coupling not in ("independent", "ot", "kabsch_ot"):
+        if self.coupling not in ("independent", "ot", "kabsch_ot", "perm_kabsch_ot"):
             raise ValueError(
-                "training.coupling must be 'independent', 'ot' or 'kabsch_ot'; got "
+                "training.coupling must be 'independent', 'ot', 'kabsch_ot' or "
+                "'perm_kabsch_ot'; got "
                 f"{self.coupling!r}."
             )
 
@@ -105,12 +108,27 @@ def _rank_slice(n: int) -> slice:
     return slice(distributed.rank() * k, (distributed.rank() + 1) * k)
 
 
+def _map_sample(smp: InterpolantSample, fn: Callable[[torch.Tensor], torch.Tensor]
+                ) -> InterpolantSample:
+    """``fn`` applied to every (batch, ...) tensor of an interpolant sample."""
+    c = smp.coef
+    coef = type(c)(**{f.name: fn(getattr(c, f.name)) for f in dataclasses.fields(c)})
+    rows = {f.name: fn(getattr(smp, f.name)) for f in dataclasses.fields(smp) if f.name != "coef"}
+    return InterpolantSample(**rows, coef=coef)
+
+
 def _slice_sample(smp: InterpolantSample, sl: slice) -> InterpolantSample:
     """The rows ``sl`` of every (batch, ...) tensor of an interpolant sample."""
-    c = smp.coef
-    coef = type(c)(**{f.name: getattr(c, f.name)[sl] for f in dataclasses.fields(c)})
-    rows = {f.name: getattr(smp, f.name)[sl] for f in dataclasses.fields(smp) if f.name != "coef"}
-    return InterpolantSample(**rows, coef=coef)
+    return _map_sample(smp, lambda v: v[sl])
+
+
+def _fields_device(velocity: nn.Module, score: nn.Module) -> torch.device:
+    """The one device both networks' parameters live on."""
+    devices = {p.device for m in (velocity, score) for p in m.parameters()}
+    if len(devices) > 1:
+        raise ValueError(f"velocity and score must have their parameters on one device; got "
+                         f"{sorted(map(str, devices))}. Move both with .to(device).")
+    return devices.pop() if devices else torch.device("cpu")
 
 
 def _global_losses(terms: LossTerms) -> dict[str, float]:
@@ -129,6 +147,11 @@ class Trainer:
 
     The live networks are ``velocity`` and ``score``; estimation uses ``velocity_ema`` and
     ``score_ema``. All randomness comes from ``generator``.
+
+    The networks may live on any device (``.to(device)`` them before building the trainer):
+    minibatches, couplings and interpolant noise are drawn on the CPU from ``generator`` (so
+    the random stream is the same on every device) and each minibatch is moved to the
+    networks' device, where the losses and gradients are computed.
 
     Data-parallel under ``torchrun`` (see :mod:`feat.training.distributed`): every rank draws
     the same global minibatch and coupling, computes the loss on its contiguous slice, and the
@@ -162,14 +185,19 @@ class Trainer:
         }
         self.emas = {k: EMA(getattr(self, k), c.ema_decay) for k in ("velocity", "score")}
         self.coupling = _coupling(c.coupling)
+        self.device = _fields_device(self.velocity, self.score)
         dtype = next(self.velocity.parameters()).dtype
-        x_a, x_b = self.problem.x_a, self.problem.x_b
-        s_a, s_b = self.problem.scores() if c.tsm_weight > 0 else (None, None)
+        x_a, x_b = self.problem.x_a.cpu(), self.problem.x_b.cpu()
+        s_a, s_b = [v.cpu() for v in self.problem.scores()] if c.tsm_weight > 0 else (None, None)
         if c.coupling == "kabsch_ot":
             x_a, x_b, s_a, s_b = _aligned(x_a, x_b, s_a, s_b)
+        elif c.coupling == "perm_kabsch_ot":
+            from ..interpolants.couplings import PermKabschOTCoupling
+
+            x_a, x_b, s_a, s_b = PermKabschOTCoupling().align(x_a, x_b, s_a, s_b)
         self._x_a, self._x_b = x_a.to(dtype), x_b.to(dtype)
-        self._s_a = s_a.to(dtype) if s_a is not None else None
-        self._s_b = s_b.to(dtype) if s_b is not None else None
+        self._s_a = s_a.to("cpu", dtype) if s_a is not None else None
+        self._s_b = s_b.to("cpu", dtype) if s_b is not None else None
 
     @property
     def velocity_ema(self) -> nn.Module:
@@ -200,6 +228,9 @@ class Trainer:
             sl = _rank_slice(len(x_a))
             smp = _slice_sample(smp, sl)
             s_a, s_b = (None, None) if s_a is None else (s_a[sl], s_b[sl])
+        if self.device.type != "cpu":
+            smp = _map_sample(smp, lambda v: v.to(self.device, non_blocking=True))
+            s_a, s_b = (None, None) if s_a is None else (s_a.to(self.device), s_b.to(self.device))
         b_p, b_m = self.velocity(smp.t, smp.x_plus), self.velocity(smp.t, smp.x_minus)
         s_p, s_m = self.score(smp.t, smp.x_plus), self.score(smp.t, smp.x_minus)
         return interpolant_loss(b_p, b_m, s_p, s_m, smp, s_a, s_b, self.config.tsm_weight)

@@ -84,7 +84,10 @@ def transport(process: Process, x0: Tensor, grid: TimeGrid, *, generator=None,
     Parameters
     ----------
     process : an :class:`SDEProcess` or :class:`ODEProcess` (or its ``.reversed()``).
-    x0 : (n, *event_shape) samples of the start state; the state is kept in float64.
+    x0 : (n, *event_shape) samples of the start state; the state is kept in float64 on
+        ``x0``'s device (put it on the fields' device); the noise is drawn on the generator's
+        device (the CPU for ``seed``) and moved there, so the works of a seed do not depend on
+        the device beyond round-off. The result's tensors are on ``x0``'s device.
     grid : the time grid, in the process's own time.
     generator : ``torch.Generator`` for the noise, used by the chunks in turn; or
     seed : an integer from which every chunk draws its own stream (:func:`chunk_generator`),

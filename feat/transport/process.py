@@ -39,6 +39,13 @@ def _reverse(field: Field, sign: float) -> Field:
     return ReversedField(field, sign)
 
 
+def _noise_device(generator: torch.Generator | None) -> torch.device:
+    """Where noise is drawn: on the generator's device (the CPU for the run's seeded
+    generators), then moved to the state's device, so the random stream of a seeded transport
+    does not depend on the device it runs on."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def _flat_sq(v: Tensor) -> Tensor:
     return (v * v).flatten(1).sum(-1)
 
@@ -117,8 +124,9 @@ class SDEProcess(Process):
     def propose(self, t, t_next, x, state, generator):
         b, s = state
         h = t_next - t
-        noise = self._project(torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                                          device=x.device))
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                            device=_noise_device(generator)).to(x.device)
+        noise = self._project(noise)
         return x + h * (b + self.eps * s) + math.sqrt(2 * self.eps * h) * noise
 
     def log_ratio(self, t, t_next, x, x_next, state, generator=None):
@@ -214,7 +222,8 @@ class ODEProcess(Process):
 
     @staticmethod
     def _probe(b: Tensor, xg: Tensor, generator: torch.Generator | None) -> Tensor:
-        v = torch.randint(0, 2, b.shape, generator=generator, device=b.device).to(b) * 2 - 1
+        v = torch.randint(0, 2, b.shape, generator=generator, device=_noise_device(generator))
+        v = v.to(b) * 2 - 1
         (vj,) = torch.autograd.grad(b, xg, grad_outputs=v)
         return (vj.flatten(1).to(torch.float64) * v).sum(-1)
 
