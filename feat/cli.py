@@ -121,6 +121,23 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_reference(args) -> int:
+    from .config import load_run_config
+    from .pipeline.reference import run_reference
+
+    config = load_run_config(args.system, args.preset, _overrides(args))
+    out = Path(args.out) if args.out else (
+        Path("runs") / f"{config.name}-{args.preset or 'default'}-reference.json")
+    print(_threads(args.threads), file=sys.stderr)
+    r = config.reference
+    print(f"feat reference {config.name}: MBAR over {r.n_windows} states, {r.n_samples} "
+          f"samples each → {out}", file=sys.stderr)
+    result = run_reference(config, out)
+    print(result.summary())
+    print(f"protocol: {result.protocol}", file=sys.stderr)
+    return 0
+
+
 def _cmd_report(args) -> int:
     from .report import load_run, write_report
 
@@ -276,6 +293,18 @@ def _system_commands(sub) -> None:
                         "later 'feat run' reuses them; prints a summary.")
     _system_args(sm, training=False)
     sm.set_defaults(func=_cmd_sample)
+    ref = sub.add_parser("reference", help="classical reference ΔF: MBAR over intermediate "
+                         "states", description="Sample a ladder of intermediate states between "
+                         "a and b (MD or HMC in each, decorrelated) and solve MBAR (pymbar) for "
+                         "ΔF = F_b − F_a with its analytic and bootstrap σ and the neighbour "
+                         "overlaps; the ladder comes from the run file's [reference] table "
+                         "(n_windows, n_samples, window_steps, n_bootstrap, seed).")
+    _system_args(ref, training=False)
+    ref.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one setting, e.g. --set reference.n_windows=21")
+    ref.add_argument("--out", help="JSON file for the result (default: "
+                     "runs/NAME-PRESET-reference.json)")
+    ref.set_defaults(func=_cmd_reference)
     t = sub.add_parser("train", help="only train (checkpointed); estimate later",
                        description="Train the velocity and score fields (the neural networks "
                        "that carry samples of state a to state b and back) of a system into a "

@@ -142,3 +142,32 @@ def test_every_command_explains_itself(command, flags, capsys):
     text = capsys.readouterr().out
     assert all(flag in text for flag in flags), text
     assert len(text.split("\n\n")[1]) > 60  # a description, not only the usage line
+
+
+def test_feat_reference_on_a_small_umbrella_ladder(tmp_path, capsys):
+    """`feat reference` writes the MBAR ladder of a phi4_umbrella system to --out."""
+    import json
+
+    from feat.cli import main
+
+    run_file = tmp_path / "tiny.toml"
+    run_file.write_text(
+        'name = "tiny"\n[system]\nkind = "phi4_umbrella"\nshape = [3, 3]\nm2 = 0.5\nlam = 0.0\n'
+        'n_chains = 16\nn_warmup = 50\nn_steps = 100\nn_leapfrog = 8\n'
+        f'cache_dir = "{tmp_path}"\n[reference]\nn_windows = 3\nn_samples = 100\n'
+        'n_bootstrap = 5\n')
+    out = tmp_path / "ref.json"
+    assert main(["reference", str(run_file), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["reference"]["parameter"] == "center"
+    assert len(record["reference"]["values"]) == 3
+    assert record["settings"]["n_windows"] == 3
+    assert "MBAR reference ΔF" in capsys.readouterr().out
+
+
+def test_feat_reference_on_a_kind_without_a_ladder_exits_2(tmp_path, capsys):
+    from feat.cli import main
+
+    assert main(["reference", "systems/gaussian", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no classical (MBAR) reference" in err and "phi4_umbrella" in err

@@ -95,6 +95,9 @@ def load_works(path: str | os.PathLike) -> SavedWorks:
     SavedWorks
         ``(work_f, work_r, metadata)``; float64 arrays of shape ``(n,)`` or ``None``.
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"works file '{path}' does not exist; check the path, or run "
+                                "'feat run' / 'feat estimate' first to write it.")
     with np.load(path, allow_pickle=False) as data:
         if "metadata" not in data.files:
             raise ValueError(f"{path} is not a works file written by save_works (no metadata).")

@@ -31,7 +31,8 @@ class TimeGrid:
             )
         if abs(t[0].item()) > 1e-12 or abs(t[-1].item() - 1) > 1e-12:
             raise ValueError(
-                f"grid must start at 0 and end at 1; got {t[0].item()} … {t[-1].item()}."
+                f"grid must start at 0 and end at 1; got {t[0].item()} … {t[-1].item()}. "
+                "Rescale it with (t - t[0]) / (t[-1] - t[0])."
             )
         t[0], t[-1] = 0.0, 1.0
         object.__setattr__(self, "times", t)
