@@ -1,65 +1,41 @@
 """Run a system's preset for several seeds and record the measured numbers in its folder.
 
-    python systems/benchmark.py systems/gmm40 --preset full --seeds 0 1 2
+    python systems/benchmark.py systems/gmm40 --preset full --seeds 0 1 2 [--method switching]
 
-writes ``systems/gmm40/benchmark-full.json`` (every run's estimate, timings and command) and
-prints a markdown table for the system README and the project README.
+A thin wrapper over :mod:`feat.bench` (``python -m feat.bench``, whose named entries live in
+``systems/benchmarks.toml``): writes ``systems/gmm40/benchmark-full.json`` (every run's
+estimate, counts, timings, memory and provenance; a rerun replaces its own records) and
+``benchmark-full.md`` (the table), and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
-import time
-from datetime import date
 from pathlib import Path
 
-
-def _run(system: Path, preset: str, seed: int, extra: list[str]) -> dict:
-    out = Path("runs") / f"bench-{system.name}-{preset}-seed{seed}"
-    cmd = [sys.executable, "-m", "feat.cli", "run", str(system), "--preset", preset,
-           "--seed", str(seed), "--out", str(out), "--no-progress", *extra]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - start
-    result = json.loads((out / "results.json").read_text())
-    result.update(seed=seed, wall_s=wall, command=" ".join(["feat", *cmd[3:]]))
-    return result
+from feat.bench import METHODS, BenchEntry, markdown_table, run_benchmarks
+from feat.cli import _parse_set
 
 
-def _row(r: dict) -> str:
-    e = r["estimate"]
-    b = e["bounds"]
-    ess = f"{e['forward']['ess']:.0%} / {e['reverse']['ess']:.0%}"
-    return (f"| {r['seed']} | {e['delta_f']:.3f} ± {e['sigma']:.3f} | {e['reference']} | "
-            f"{(e['delta_f'] - e['reference']) / e['sigma']:+.2f} | [{b['lower']:.2f}, "
-            f"{b['upper']:.2f}] | {b['gap']:.2f} | {ess} | {r['timings_s']['training']:.0f} | "
-            f"{r['wall_s']:.0f} |")
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("system", type=Path)
     p.add_argument("--preset", default="full")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--set", action="append", default=[], help="passed to feat run")
-    args = p.parse_args()
-    extra = [x for s in args.set for x in ("--set", s)]
-    runs = [_run(args.system, args.preset, seed, extra) for seed in args.seeds]
-    record = {"system": args.system.name, "preset": args.preset, "date": str(date.today()),
-              "machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
-                         "2 cores, no GPU", "runs": runs}
-    path = args.system / f"benchmark-{args.preset}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print("| seed | ΔF (kT) | exact | z | bounds | gap | ESS f / r | train (s) | total (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        print(_row(r))
-    print(f"\nwritten {path}")
+    p.add_argument("--method", choices=METHODS, default="feat")
+    p.add_argument("--set", action="append", default=[], help="config override, as feat run")
+    args = p.parse_args(argv)
+    suffix = "" if args.method == "feat" else f"-{args.method}"
+    entry = BenchEntry(f"{args.system.name}-{args.preset}{suffix}", args.system, args.method,
+                       args.preset, tuple(args.seeds), _parse_set(args.set),
+                       {"budget": "feat"} if args.method == "switching" else {})
+    stem = args.system / f"benchmark-{args.preset}{suffix}"
+    records = run_benchmarks([entry], stem.with_suffix(".json"), stem.with_suffix(".md"))
+    print(markdown_table(records), end="")
+    print(f"written {stem}.json and {stem}.md", file=sys.stderr)
+    return 1 if any("error" in r for r in records) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
