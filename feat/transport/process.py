@@ -94,6 +94,14 @@ class Process(abc.ABC):
         return v if self.projection is None else self.projection(v)
 
 
+def _round_off(raw: Tensor, b: Tensor, y: Tensor, h: float) -> float:
+    """How far apart two fixed-point iterates may stay when ``b`` is computed in ``raw``'s
+    precision: a float32 network rounds its input and output at ~1e-7 relative, so ``y`` can
+    only be resolved to ``~ eps32 · |h| (|b| + |y|)`` (a few 1e-10 for |h| = 1e-3)."""
+    eps = torch.finfo(raw.dtype).eps if raw.dtype.is_floating_point else 0.0
+    return 16.0 * eps * abs(h) * float(b.abs().max() + y.abs().max())
+
+
 class SDEProcess(Process):
     """Controlled-Crooks transport with the kernels of METHOD §4, noise ``eps > 0``.
 
@@ -194,9 +202,11 @@ class ODEProcess(Process):
         if not self.implicit:
             return y
         for _ in range(self.max_iter):
-            (b,) = self._fields(t_next, y, self.velocity)
+            with torch.no_grad():
+                raw = self.velocity(as_time(t_next, y), y)
+            b = self._project(raw.to(torch.float64))
             y_new = x + h * b
-            if float((y_new - y).abs().max()) < self.tol:
+            if float((y_new - y).abs().max()) < max(self.tol, _round_off(raw, b, y, h)):
                 return y_new
             y = y_new
         raise RuntimeError(f"an implicit (reverse) ODE step from t = {t:.6g} did not converge in "
