@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _system_commands(sub)
     _run_dir_commands(sub)
+    sub.add_parser("bench", help="run named benchmarks (systems/benchmarks.toml) and write a "
+                   "markdown + JSON table; 'feat bench --help' for its options")
     return p
 
 
@@ -358,6 +360,11 @@ def _run_dir_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser (feat.bench), listed in build_parser for --help
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     import logging
 

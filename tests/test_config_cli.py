@@ -171,3 +171,10 @@ def test_feat_reference_on_a_kind_without_a_ladder_exits_2(tmp_path, capsys):
     assert main(["reference", "systems/gaussian", "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "no classical (MBAR) reference" in err and "phi4_umbrella" in err
+
+
+def test_feat_bench_is_forwarded_to_the_bench_runner(capsys):
+    from feat.cli import main
+
+    assert main(["bench", "--list"]) == 0
+    assert "gaussian-quick-feat" in capsys.readouterr().out

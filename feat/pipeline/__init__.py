@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..accounting import Counter, counted_problem, peak_memory
 from ..config import RunConfig
 from ..estimators import FreeEnergyEstimate
 from ..problem import TwoStateProblem
@@ -128,6 +129,12 @@ def _works(problem, x_a, x_b, trainer, config: RunConfig, out: Path | None, reus
     return work_f, work_r, process, settings, False
 
 
+def _accounting(counter: Counter) -> dict:
+    """Evaluations per stage (configurations through u, −∇u and the networks; see
+    :mod:`feat.accounting`) and the process's peak memory, for ``results.json``."""
+    return {**counter.to_dict(), "peak_memory": peak_memory()}
+
+
 def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
                 out_dir: str | Path | None = None, *, progress: bool = True,
                 generator: torch.Generator | None = None, resume: bool = False,
@@ -156,17 +163,21 @@ def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
     if out is not None and distributed.is_main():
         write_config(out, config, device)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
-    train_problem, x_a, x_b = split_holdout(problem, config)
+    counter = Counter()
+    problem = counted_problem(problem, counter)
+    with counter.phase("end-state scores"):
+        train_problem, x_a, x_b = split_holdout(problem, config)
     reuse = reuse and out is not None
-    t0 = time.perf_counter()
-    trainer, monitor, trained_before = train(problem, train_problem, x_a, x_b, config, gen,
-                                             out, progress, resume, device=device,
-                                             reuse=reuse and not resume)
-    timings = {"training": time.perf_counter() - t0}
-    t0 = time.perf_counter()
-    work_f, work_r, process, settings, reused = _works(problem, x_a, x_b, trainer, config, out,
-                                                       reuse, progress, device)
-    timings["transport"] = time.perf_counter() - t0
+    with counter.networks():
+        with counter.phase("training"):
+            trainer, monitor, trained_before = train(problem, train_problem, x_a, x_b, config,
+                                                     gen, out, progress, resume, device=device,
+                                                     reuse=reuse and not resume)
+        with counter.phase("transport"):
+            work_f, work_r, process, settings, reused = _works(problem, x_a, x_b, trainer,
+                                                               config, out, reuse, progress,
+                                                               device)
+    timings = {k: counter.seconds[k] for k in ("training", "transport")}
     if not distributed.is_main():
         return None
     stages = {"training": "reused" if trained_before else "computed",
@@ -175,5 +186,5 @@ def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
     if out is not None:
         write_results(out, config, est, work_f, work_r, process, timings,
                       training_summary(trainer), monitor.records, settings=settings,
-                      stages=stages)
+                      stages=stages, accounting=_accounting(counter))
     return RunResult(est, config, out, timings, trainer.n_skipped, monitor.records, stages)

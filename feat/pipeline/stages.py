@@ -172,12 +172,13 @@ def gather_works(fwd: TransportResult | None, rev: TransportResult | None
 
 def write_results(out: Path, config: RunConfig, est: FreeEnergyEstimate, work_f, work_r,
                   process: str, timings: dict, training: dict, monitor: list, *,
-                  settings: dict | None = None, stages: dict | None = None) -> None:
+                  settings: dict | None = None, stages: dict | None = None,
+                  accounting: dict | None = None) -> None:
     """``works.npz`` and ``results.json`` of a run directory.
 
     ``settings`` (:func:`~feat.pipeline.reuse.works_settings`) are stored with the works so
     that a later run can tell whether they can be reused; ``stages`` says which stages were
-    computed and which reused.
+    computed and which reused; ``accounting`` holds the evaluation counts and peak memory.
     """
     tc = config.transport
     save_works(out / "works.npz", work_f, work_r, process=process, n_points=tc.n_points,
@@ -186,6 +187,8 @@ def write_results(out: Path, config: RunConfig, est: FreeEnergyEstimate, work_f,
               "training": training, "monitor": monitor}
     if stages:
         record["stages"] = stages
+    if accounting:
+        record["accounting"] = accounting
     write_json(out / "results.json", record)
 
 
