@@ -107,3 +107,15 @@ def test_trained_small_gmm_bounds_bracket_exact_delta_f():
     assert est.bounds.lower <= 0.0 <= est.bounds.upper, est.summary()
     assert abs(est.z) < 3, est.summary()
     assert est.bounds.gap < 4.0, est.summary()  # untrained fields: gap > 20
+
+
+def test_interpolant_noise_is_configurable_and_validated():
+    import pytest
+
+    from feat.training.trainer import TrainingConfig
+
+    assert TrainingConfig().noise_a == 0.05 and TrainingConfig().noise_g0 == 0.0
+    with pytest.raises(ValueError, match="training.noise_a"):
+        TrainingConfig(noise_a=0.0)
+    with pytest.raises(ValueError, match="training.noise_g0"):
+        TrainingConfig(noise_g0=-1.0)

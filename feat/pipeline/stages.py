@@ -54,7 +54,7 @@ def new_trainer(problem, train_problem, config: RunConfig, gen,
                 device: torch.device | None = None) -> Trainer:
     """A fresh trainer; the fields are initialised from the seed on the CPU, then moved to
     ``device`` (so their initial weights do not depend on it)."""
-    schedule = LinearSchedule()
+    schedule = LinearSchedule(config.training.noise_a, config.training.noise_g0)
     b, s = build_fields(problem, config.fields, schedule, config.seed)
     if device is not None:
         b, s = b.to(device), s.to(device)

@@ -36,6 +36,10 @@ class TrainingConfig:
         Kabsch-align molecules to one reference first; needs equivariant fields) or
         "perm_kabsch_ot" (identical particles, e.g. LJ: also relabel them by Hungarian
         assignment; needs permutation-equivariant fields too).
+    noise_a, noise_g0 : the interpolant noise ``gamma(t) = sqrt(noise_a t (1 − t)) + noise_g0``
+        (METHOD §2; the paper: 0.05 and 0), in the problem's length units. Keep ``gamma``
+        below the narrowest thermal width of the states (e.g. bond lengths of molecules) if
+        the fields must resolve it.
     """
 
     steps: int = 2000
@@ -47,6 +51,8 @@ class TrainingConfig:
     tsm_weight: float = 0.1
     coupling: str = "independent"
     checkpoint_every: int = 1000
+    noise_a: float = 0.05
+    noise_g0: float = 0.0
 
     def __post_init__(self):
         checks = {
@@ -58,6 +64,8 @@ class TrainingConfig:
             "ema_decay": 0 <= self.ema_decay < 1,
             "tsm_weight": self.tsm_weight >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "noise_a": self.noise_a > 0,
+            "noise_g0": self.noise_g0 >= 0,
         }
         for key, ok in checks.items():
             if not ok:
