@@ -3,21 +3,27 @@
 from .alignment import (
     align_to_reference,
     com_free_randn,
+    hungarian_permutation,
     kabsch_align,
     kabsch_rotation,
+    perm_kabsch,
+    perm_kabsch_align,
     random_rotation,
     remove_com,
     rmsd,
 )
-from .couplings import Coupling, IndependentCoupling, MinibatchOTCoupling
+from .couplings import Coupling, IndependentCoupling, MinibatchOTCoupling, PermKabschOTCoupling
 from .interpolant import Interpolant, InterpolantSample
 from .schedules import Coefficients, LinearSchedule, Schedule, TrigonometricSchedule
 
 __all__ = [
     "align_to_reference",
     "com_free_randn",
+    "hungarian_permutation",
     "kabsch_align",
     "kabsch_rotation",
+    "perm_kabsch",
+    "perm_kabsch_align",
     "random_rotation",
     "remove_com",
     "rmsd",
@@ -28,6 +34,7 @@ __all__ = [
     "InterpolantSample",
     "LinearSchedule",
     "MinibatchOTCoupling",
+    "PermKabschOTCoupling",
     "Schedule",
     "TrigonometricSchedule",
 ]

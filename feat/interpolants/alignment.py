@@ -18,15 +18,25 @@ reflection) that minimises ``Σ_i |R (x_i − x̄) − (y_i − ȳ)|²`` for a r
 via one SVD of the 3 × 3 covariance per configuration. Aligned data are only valid with an
 exactly rotation-equivariant transport and isotropic COM-free noise; rotate scores ``-∇u``
 with the same ``R`` (:func:`align_to_reference`).
+
+*Identical particles.* :func:`perm_kabsch` also relabels interchangeable particles (LJ
+clusters): it alternates a Hungarian assignment of particles to reference sites (squared
+distance cost, ``scipy.optimize.linear_sum_assignment``) with Kabsch, from several starting
+rotations (principal axes, identity, random), and keeps the lowest RMSD. The aligned data are
+valid only with a transport that is also permutation-equivariant among those particles (the
+EGNN with equal atom types is); permute and rotate scores with the positions
+(:func:`perm_kabsch_align`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["align_to_reference", "com_free_randn", "kabsch_align", "kabsch_rotation",
-           "random_rotation", "remove_com", "rmsd"]
+__all__ = ["align_to_reference", "com_free_randn", "hungarian_permutation", "kabsch_align",
+           "kabsch_rotation", "perm_kabsch", "perm_kabsch_align", "random_rotation",
+           "remove_com", "rmsd"]
 
 
 def _check_particles(x: Tensor, name: str = "x") -> None:
@@ -144,3 +154,118 @@ def random_rotation(n: int, *, generator: torch.Generator | None = None,
     flip = torch.linalg.det(q) < 0
     q[flip, :, 0] = -q[flip, :, 0]
     return q.to(dtype)
+
+
+# -- identical particles: Hungarian assignment + Kabsch ------------------------------------------
+
+
+def hungarian_permutation(x: Tensor, reference: Tensor) -> Tensor:
+    """Optimal relabelling of particles onto a reference, no rotation or centring.
+
+    Parameters
+    ----------
+    x : (batch, n_atoms, 3); reference : (n_atoms, 3) or (batch, n_atoms, 3)
+
+    Returns
+    -------
+    perm : int64 (batch, n_atoms): ``x[b, perm[b]]`` minimises ``Σ_k |x_{b, perm_k} − ref_k|²``
+    over permutations (``scipy.optimize.linear_sum_assignment``, exact).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    _check_particles(x)
+    ref = reference[None] if reference.dim() == 2 else reference
+    _check_particles(ref, "reference")
+    if ref.shape[1] != x.shape[1]:
+        raise ValueError(f"reference must have {x.shape[1]} particles like x; got "
+                         f"{tuple(reference.shape)}.")
+    cost = (torch.cdist(ref.double().to(x.device), x.double()) ** 2).expand(
+        x.shape[0], -1, -1).cpu().numpy()                            # [b, ref k, particle]
+    perm = np.stack([linear_sum_assignment(c)[1] for c in cost])
+    return torch.as_tensor(perm, dtype=torch.int64, device=x.device)
+
+
+def _principal_starts(xc: Tensor, refc: Tensor) -> Tensor:
+    """The 4 proper rotations (batch, 4, 3, 3) mapping x's principal axes onto the reference's."""
+    _, v = torch.linalg.eigh(xc.mT @ xc)                                # (B, 3, 3) columns
+    _, vr = torch.linalg.eigh(refc.mT @ refc)                           # (3, 3)
+    det = torch.linalg.det(vr) * torch.linalg.det(v)                    # ±1, (B,)
+    signs = torch.tensor([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=xc.dtype)
+    d = signs[None].repeat(xc.shape[0], 1, 1)                           # (B, 4, 3)
+    d[:, :, 2] *= det[:, None]                                          # det(vr D vᵀ) = +1
+    return (vr * d[..., None, :]) @ v.mT[:, None]                       # vr diag(d) vᵀ
+
+
+def perm_kabsch(x: Tensor, reference: Tensor, *, n_iter: int = 10, n_random: int = 4,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Permutation and proper rotation aligning identical particles onto a reference.
+
+    From each start rotation (the 4 principal-axes matches, the identity and ``n_random``
+    Haar-random rotations) alternate: Hungarian assignment of the rotated, centred ``x`` to
+    the centred reference, then Kabsch on the relabelled particles; stop when no assignment
+    changes or after ``n_iter`` rounds; keep the start with the lowest RMSD. Each round can
+    only lower the RMSD, so the result is a local optimum over (permutation, SO(3)), global
+    in practice for structures close to the reference.
+
+    Parameters
+    ----------
+    x : (batch, n_atoms, 3); reference : (n_atoms, 3)
+    n_iter : rounds of (Hungarian, Kabsch) per start, >= 1.
+    n_random : random start rotations, >= 0 (drawn from ``generator``, shared by the batch).
+
+    Returns
+    -------
+    perm : int64 (batch, n_atoms); rotation : (batch, 3, 3) in x's dtype, ``det = +1``:
+    ``remove_com(x)[b, perm[b]] @ rotation[b].mT`` is the aligned configuration.
+    """
+    _check_particles(x)
+    if not isinstance(reference, Tensor) or reference.dim() != 2 or reference.shape != x.shape[1:]:
+        got = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference)
+        raise ValueError(f"reference must have shape ({x.shape[1]}, 3); got {got}.")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValueError(f"n_iter must be an int >= 1; got {n_iter!r}.")
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
+        raise ValueError(f"n_random must be an int >= 0; got {n_random!r}.")
+    xc, refc = remove_com(x.detach().double()), remove_com(reference[None].double().to(x.device))
+    b, n = xc.shape[:2]
+    fixed = [torch.eye(3, dtype=xc.dtype)[None]]
+    if n_random:
+        fixed.append(random_rotation(n_random, generator=generator))
+    fixed = torch.cat(fixed).to(x.device)
+    rot = torch.cat([_principal_starts(xc, refc[0]), fixed[None].expand(b, -1, -1, -1)], 1)
+    n_starts = rot.shape[1]
+    xs = xc[:, None].expand(-1, n_starts, -1, -1).reshape(b * n_starts, n, 3)
+    rot, perm = rot.reshape(b * n_starts, 3, 3), None
+    for _ in range(n_iter):
+        new = hungarian_permutation(xs @ rot.mT, refc[0])
+        if perm is not None and torch.equal(new, perm):
+            break
+        perm = new
+        xp = torch.gather(xs, 1, perm[..., None].expand(-1, -1, 3))
+        rot = kabsch_rotation(xp, refc[0])
+    err = rmsd(xp @ rot.mT, refc).reshape(b, n_starts)
+    best = err.argmin(1) + torch.arange(b, device=x.device) * n_starts
+    return perm[best], rot[best].to(x.dtype)
+
+
+def perm_kabsch_align(x: Tensor, reference: Tensor, scores: Tensor | None = None, *,
+                      n_iter: int = 10, n_random: int = 4,
+                      generator: torch.Generator | None = None
+                      ) -> tuple[Tensor, Tensor | None]:
+    """Centre, relabel and rotate identical particles onto ``reference`` (:func:`perm_kabsch`).
+
+    Scores ``-∇u`` of a permutation-, rotation- and translation-invariant ``u`` are permuted
+    and rotated with the positions, which makes them the scores of the aligned samples.
+
+    Returns ``(aligned, aligned_scores)``, shapes (batch, n_atoms, 3) (scores None if absent).
+    """
+    if scores is not None and scores.shape != x.shape:
+        raise ValueError(f"scores must have the shape of x {tuple(x.shape)}; got "
+                         f"{tuple(scores.shape)}.")
+    perm, rot = perm_kabsch(x, reference, n_iter=n_iter, n_random=n_random,
+                            generator=generator)
+    idx = perm[..., None].expand(-1, -1, 3)
+    aligned = torch.gather(remove_com(x), 1, idx) @ rot.mT
+    if scores is None:
+        return aligned, None
+    return aligned, torch.gather(scores, 1, idx) @ rot.mT.to(scores.dtype)

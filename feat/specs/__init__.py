@@ -12,6 +12,7 @@ from ..config import ConfigError, from_mapping
 from ..problem import TwoStateProblem
 from .analytic import GaussianSpec, GMMSpec
 from .lattice import FreeFieldPairSpec, Phi4UmbrellaSpec
+from .lj import LJSpec
 from .molecules import ALDPBasinSpec, ALDPSolvationSpec
 
 __all__ = ["GaussianSpec", "GMMSpec", "KINDS", "build_problem", "build_spec"]
@@ -23,6 +24,7 @@ KINDS = {
     "free_field_pair": FreeFieldPairSpec,
     "aldp_s": ALDPSolvationSpec,
     "aldp_t": ALDPBasinSpec,
+    "lj": LJSpec,
 }
 
 
