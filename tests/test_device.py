@@ -72,6 +72,11 @@ def test_device_cpu_equals_the_default_and_is_recorded(tmp_path):
         assert record["config"]["device"] == asked
         expected = "cpu" if not torch.cuda.is_available() else record["provenance"]["device"]
         assert record["provenance"]["device"] == expected
+        prov = record["provenance"]
+        for key in ("feat", "git_revision", "torch", "openmm", "pymbar", "host", "threads",
+                    "seed", "command"):
+            assert key in prov, key
+        assert prov["openmm"] and prov["torch"] == torch.__version__
 
 
 def _energies():

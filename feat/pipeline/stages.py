@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,39 @@ def identity(config: RunConfig) -> dict:
 
 
 def provenance(config: RunConfig, device: torch.device | None = None) -> dict:
+    """Versions, the git revision of the feat source, host, threads, seed, device, command."""
     from .. import __version__
 
-    out = {"feat": __version__, "torch": torch.__version__, "numpy": np.__version__,
-           "python": platform.python_version(), "host": platform.node(),
-           "threads": torch.get_num_threads(), "seed": config.seed}
+    out = {"feat": __version__, "git_revision": _git_revision(),
+           **{name: _version(name) for name in ("torch", "numpy", "scipy", "pymbar", "openmm")},
+           "python": platform.python_version(), "platform": platform.platform(),
+           "host": platform.node(), "threads": torch.get_num_threads(), "seed": config.seed,
+           "command": " ".join(sys.argv)}
     if device is not None:
         out["device"] = describe_device(device)
     return out
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _git_revision() -> str | None:
+    """``git describe --always --dirty`` of the checkout holding the feat package, if any."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                              cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def write_config(out: Path, config: RunConfig, device: torch.device | None = None) -> None:
