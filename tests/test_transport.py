@@ -185,8 +185,8 @@ def test_reverse_ode_converges_with_a_float32_network():
     class Float32(Field):
         event_shape = (2,)
 
-        def field(self, t, x):
-            return exact(t.float(), x.float())
+        def field(self, t, x):  # float32 inside, float64 out (as the networks do)
+            return exact(t.float(), x.float()).to(x.dtype)
 
     p = ODEProcess(Float32(), ga, gb)
     grid = TimeGrid.uniform(50)
