@@ -238,6 +238,12 @@ def _device_arg(p: argparse.ArgumentParser, what: str) -> None:
                    "auto). Results agree across devices up to round-off.")
 
 
+def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"override one setting of the run file, e.g. --set {example} "
+                   "(repeatable)")
+
+
 def _system_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     """The arguments shared by the commands that start from a system's run file."""
     p.add_argument("system", help="a system folder holding system.toml (e.g. systems/gmm40) "
@@ -249,8 +255,7 @@ def _system_args(p: argparse.ArgumentParser, *, training: bool) -> None:
     if not training:
         return
     _device_arg(p, "the networks and the transports")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting, e.g. --set training.steps=500 (repeatable)")
+    _set_arg(p, "training.steps=500")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from "
                    "its checkpoint (same settings); the result equals an uninterrupted run's")
     p.add_argument("--force", action="store_true", help="recompute every stage, even those "
@@ -302,8 +307,7 @@ def _system_commands(sub) -> None:
                          "overlaps; the ladder comes from the run file's [reference] table "
                          "(n_windows, n_samples, window_steps, n_bootstrap, seed).")
     _system_args(ref, training=False)
-    ref.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override one setting, e.g. --set reference.n_windows=21")
+    _set_arg(ref, "reference.n_windows=21")
     ref.add_argument("--out", help="JSON file for the result (default: "
                      "runs/NAME-PRESET-reference.json)")
     ref.set_defaults(func=_cmd_reference)
