@@ -144,6 +144,7 @@ def test_every_command_explains_itself(command, flags, capsys):
     assert len(text.split("\n\n")[1]) > 60  # a description, not only the usage line
 
 
+@pytest.mark.filterwarnings("ignore:HMC autocorrelation estimate is unreliable")
 def test_feat_reference_on_a_small_umbrella_ladder(tmp_path, capsys):
     """`feat reference` writes the MBAR ladder of a phi4_umbrella system to --out."""
     import json
