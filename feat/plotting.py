@@ -414,7 +414,7 @@ def plot_magnetisation(
         ax.hist(m, bins=edges, density=True, alpha=0.35, color=color, label=name)
     if exact is not None:
         ax.hist(np.asarray(exact, dtype=np.float64), bins=edges, density=True,
-                histtype="step", color="tab:red", ls="--", lw=1.2, label="exact unbiased")
+                histtype="step", color="tab:red", ls="--", lw=1.2, label="direct unbiased run")
     ax.hist(pooled, bins=edges, weights=weights, density=True, histtype="step",
             color=COLORS["merged"], lw=1.6, label=f"merged, reweighted (ΔF = {delta_f:.3g})")
     ax.set(xlabel="magnetisation m", ylabel="density",
