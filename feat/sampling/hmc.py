@@ -15,6 +15,7 @@ Every random number comes from the caller's ``torch.Generator``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -159,6 +160,30 @@ class HMC:
         a = accept.reshape(n_chains, *tail)
         return (torch.where(a, x1, x), torch.where(accept, u1, u), torch.where(a, s1, s),
                 accept, prob)
+
+    def sample_rounds(self, energy: Energy, x0: Tensor, n_samples: int, *, n_steps: int,
+                      n_warmup: int, thin: int | None, max_rounds: int,
+                      generator: torch.Generator, **kwargs: Any) -> list[HMCResult]:
+        """Rounds of :meth:`sample` until they hold ``n_samples`` thinned samples in all.
+
+        The first round warms up (``n_warmup``) and measures the thinning (``thin=None``);
+        later rounds continue from the last states with that step size and thinning frozen.
+        ``kwargs`` go to every :meth:`sample` call (``observable``, ``progress``).
+        """
+        parts = [self.sample(energy, x0, n_steps, generator=generator, n_warmup=n_warmup,
+                             thin=thin, **kwargs)]
+        first = parts[0]
+        frozen = dataclasses.replace(self, step_size=first.step_size)
+        while sum(p.samples.shape[0] for p in parts) < n_samples:
+            if len(parts) >= max_rounds:
+                raise ValueError(
+                    f"HMC gave {sum(p.samples.shape[0] for p in parts)} < n_samples = "
+                    f"{n_samples} samples in max_rounds = {max_rounds} rounds (thin "
+                    f"{first.thin}); raise n_chains, n_steps or max_rounds.")
+            parts.append(frozen.sample(energy, parts[-1].final_state, n_steps,
+                                       generator=generator, n_warmup=0, thin=first.thin,
+                                       **kwargs))
+        return parts
 
     def sample(self, energy: Energy, x0: Tensor, n_steps: int, *, generator: torch.Generator,
                n_warmup: int = 1000, observable: Callable[[Tensor], Tensor] | None = None,

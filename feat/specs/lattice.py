@@ -145,44 +145,12 @@ def hmc_samples(
     samples : (n_samples, *event_shape); scores : same shape (``-grad u``); energies :
     (n_samples,); and a dict of diagnostics (step size, acceptance, tau_int, thin, rounds).
     """
-    hmc = HMC(
-        step_size=settings.step_size,
-        n_leapfrog=settings.n_leapfrog,
-        target_accept=settings.target_accept,
-    )
-    res = hmc.sample(
-        energy,
-        x0,
-        settings.n_steps,
-        generator=generator,
-        n_warmup=settings.n_warmup,
-        thin=settings.thin or None,
-        progress=progress,
-    )
-    parts, info = [res], _diagnostics(res)
-    hmc = HMC(
-        step_size=res.step_size,
-        n_leapfrog=settings.n_leapfrog,
-        target_accept=settings.target_accept,
-    )
-    while sum(p.samples.shape[0] for p in parts) < n_samples:
-        if len(parts) >= settings.max_rounds:
-            raise ValueError(
-                f"HMC gave {sum(p.samples.shape[0] for p in parts)} < n_samples = "
-                f"{n_samples} samples in max_rounds = {settings.max_rounds} rounds "
-                f"(thin {res.thin}); raise n_chains, n_steps or max_rounds."
-            )
-        parts.append(
-            hmc.sample(
-                energy,
-                parts[-1].final_state,
-                settings.n_steps,
-                generator=generator,
-                n_warmup=0,
-                thin=res.thin,
-                progress=progress,
-            )
-        )
+    hmc = HMC(settings.step_size, settings.n_leapfrog, settings.target_accept)
+    parts = hmc.sample_rounds(energy, x0, n_samples, n_steps=settings.n_steps,
+                              n_warmup=settings.n_warmup, thin=settings.thin or None,
+                              max_rounds=settings.max_rounds, generator=generator,
+                              progress=progress)
+    info = _diagnostics(parts[0])
     info["rounds"] = len(parts)
     info["acceptance"] = float(sum(p.acceptance for p in parts) / len(parts))
     cat = [

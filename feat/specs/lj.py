@@ -110,18 +110,10 @@ def lj_hmc_samples(energy: LennardJonesCluster, n_samples: int, settings: HMCSet
         hmc = HMC(pre.step_size, n_leapfrog, settings.target_accept)
     else:
         hmc = HMC(settings.step_size, n_leapfrog, settings.target_accept)
-    first = hmc.sample(energy, x0, settings.n_steps, n_warmup=settings.n_warmup,
-                       thin=settings.thin or None, **kw)
-    parts = [first]
-    hmc = HMC(first.step_size, n_leapfrog, settings.target_accept)
-    while sum(p.samples.shape[0] for p in parts) < n_samples:
-        if len(parts) >= settings.max_rounds:
-            raise ValueError(
-                f"HMC gave {sum(p.samples.shape[0] for p in parts)} < n_samples = {n_samples} "
-                f"samples in max_rounds = {settings.max_rounds} rounds (thin {first.thin}); "
-                "raise n_chains, n_steps or max_rounds.")
-        parts.append(hmc.sample(energy, parts[-1].final_state, settings.n_steps, n_warmup=0,
-                                thin=first.thin, **kw))
+    parts = hmc.sample_rounds(energy, x0, n_samples, n_steps=settings.n_steps,
+                              n_warmup=settings.n_warmup, thin=settings.thin or None,
+                              max_rounds=settings.max_rounds, **kw)
+    first = parts[0]
     x, s, u = (torch.cat([getattr(p, k) for p in parts])[:n_samples]
                for k in ("samples", "scores", "energies"))
     half = n_samples // 2
