@@ -55,3 +55,10 @@ def test_rescale_problem_keeps_delta_f_and_scales_samples_and_scores():
 def test_rescaled_rejects_bad_scale(scale):
     with pytest.raises((ValueError, TypeError), match="scale must be a finite number > 0"):
         Rescaled(_pair().energy_a, scale)
+
+
+def test_rescaled_log_z_is_none_when_the_base_has_none():
+    from feat.energies.base import FunctionEnergy
+
+    e = Rescaled(FunctionEnergy(lambda x: (x**2).sum(-1), 2), 20.0)
+    assert e.log_z() is None

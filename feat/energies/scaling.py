@@ -56,9 +56,10 @@ class Rescaled(Energy):
         u, s = self.base.energy_and_score(y / self.scale)
         return u, s / self.scale
 
-    def log_z(self) -> float:
-        """``log Z' = log Z + d log c`` (raises if the base energy has no exact ``log_z``)."""
-        return self.base.log_z() + self.dim * math.log(self.scale)
+    def log_z(self) -> float | None:
+        """``log Z' = log Z + d log c``, or None when the base energy's is not known."""
+        base = self.base.log_z()
+        return None if base is None else base + self.dim * math.log(self.scale)
 
 
 def rescale_problem(problem: TwoStateProblem, scale: float) -> TwoStateProblem:
