@@ -137,3 +137,20 @@ def test_train_then_estimate_equals_run(tmp_path, capsys):
     a = json.loads((whole / "results.json").read_text())["estimate"]
     b = json.loads((staged / "results.json").read_text())["estimate"]
     assert a["delta_f"] == b["delta_f"] and a["sigma_bootstrap"] == b["sigma_bootstrap"]
+
+
+def test_checkpoint_from_before_a_new_setting_loads_while_that_setting_is_at_its_default(
+        tmp_path):
+    """A setting added to feat after a checkpoint was written (absent from its identity) does
+    not invalidate it at its default value, which reproduces the old behaviour; changed, it does."""
+    from feat.pipeline.stages import identity
+    from feat.training.checkpoint import save_checkpoint
+
+    config = resolve({"system": {"kind": "gaussian", "dim": 2}})
+    old = identity(config)
+    del old["training"]["noise_a"]
+    save_checkpoint(tmp_path / "checkpoint.pt", {"step": 7}, old)
+    assert load_checkpoint(tmp_path / "checkpoint.pt", identity(config)) == {"step": 7}
+    changed = resolve({"system": {"kind": "gaussian", "dim": 2}, "training": {"noise_a": 0.2}})
+    with pytest.raises(ConfigError, match="training.noise_a: checkpoint absent, now 0.2"):
+        load_checkpoint(tmp_path / "checkpoint.pt", identity(changed))

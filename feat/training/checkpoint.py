@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, RunConfig
 from ..storage import save_torch
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
@@ -56,14 +56,24 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+_ABSENT = object()
+
+
+def _differences(saved: dict, current: dict, defaults: Any, prefix: str = "") -> list[str]:
+    """Settings that differ between a checkpoint and now. A setting absent from the checkpoint
+    (added to feat after it was written) matches when it is at its default now: new settings
+    default to the behaviour that older versions had."""
     out = []
     for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
+        a, b = saved.get(key, _ABSENT), current.get(key)
+        d = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out += _differences(a, b, d, f"{prefix}{key}.")
+        elif a is _ABSENT and d is not _ABSENT and d == b:
+            continue
         elif a != b:
-            out.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
+            shown = "absent" if a is _ABSENT else repr(a)
+            out.append(f"{prefix}{key}: checkpoint {shown}, now {b!r}")
     return out
 
 
@@ -84,7 +94,7 @@ def load_checkpoint(path: str | os.PathLike, identity: dict) -> dict[str, Any] |
         except CheckpointError as err:
             problems.append(str(err))
             continue
-        diff = _differences(data["identity"], identity)
+        diff = _differences(data["identity"], identity, RunConfig().to_dict())
         if diff:
             raise ConfigError("cannot resume: the run directory was made with other settings ("
                               + "; ".join(diff[:5]) + "). Use a new --out directory, or run "
