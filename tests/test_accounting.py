@@ -117,3 +117,26 @@ def test_network_hooks_are_removed_on_exit():
         b(0.5, torch.zeros(3, 2))
     b(0.5, torch.zeros(3, 2))
     assert c.counts().network_evals == 3
+
+
+def test_energy_informed_fields_of_a_run_count_their_gradients_in_transport(tmp_path):
+    """The EMA copy of an energy-informed score shares the counted energies (it used to copy
+    them, so the transport's force evaluations went uncounted)."""
+    import json
+
+    from feat.config import resolve
+    from feat.pipeline import run
+
+    n, points = 12, 9
+    config = resolve({"system": {"kind": "gaussian", "dim": 2, "n_samples_a": 100,
+                                 "n_samples_b": 100},
+                      "fields": {"hidden": 8, "depth": 1, "informed_score": True,
+                                 "scaled_score": False},
+                      "training": {"steps": 2, "batch_size": 8},
+                      "transport": {"eps": 0.1, "n_points": points, "n_forward": n,
+                                    "n_reverse": n},
+                      "estimate": {"n_bootstrap": 0}})
+    run(config, tmp_path, progress=False)
+    counts = json.loads((tmp_path / "results.json").read_text())["accounting"]["phases"]
+    # −∇u_a and −∇u_b at every grid point of every trajectory, both directions
+    assert counts["transport"]["gradient_evals"] == 2 * points * 2 * n

@@ -71,6 +71,11 @@ class Energy(abc.ABC):
 
     event_shape: tuple[int, ...]
 
+    def __deepcopy__(self, memo: dict) -> Energy:
+        """An energy is a fixed function of ``x``: copies of what holds it (the EMA copy of an
+        energy-informed field) share it, and with it its OpenMM Context and its counters."""
+        return self
+
     @abc.abstractmethod
     def energy(self, x: Tensor) -> Tensor:
         """Reduced potential of ``x`` with shape ``(batch, *event_shape)``; returns ``(batch,)``."""
