@@ -47,7 +47,7 @@ from .energies.base import Energy
 from .problem import TwoStateProblem
 
 __all__ = ["CountedEnergy", "CountedModule", "Counter", "Counts", "counted", "counted_problem",
-           "peak_memory", "phase", "record"]
+           "peak_memory", "phase", "record", "total_cost"]
 
 _KINDS = ("energy_evals", "gradient_evals", "network_evals", "sampling_steps")
 
@@ -103,10 +103,11 @@ class Counter:
             self._phase = previous
 
     def add(self, energy: int = 0, gradient: int = 0, network: int = 0,
-            sampling: int = 0) -> None:
-        """Add configurations to the current phase's tallies."""
+            sampling: int = 0, phase: str | None = None) -> None:
+        """Add configurations to the tallies of ``phase`` (default: the current phase)."""
         new = Counts(int(energy), int(gradient), int(network), int(sampling))
-        self._counts[self._phase] = self._counts.get(self._phase, Counts()) + new
+        name = self._phase if phase is None else str(phase)
+        self._counts[name] = self._counts.get(name, Counts()) + new
         self._events.append((time.perf_counter(), new))
 
     def counts(self, phase: str | None = None) -> Counts:
@@ -173,6 +174,14 @@ def phase(name: str) -> contextlib.AbstractContextManager:
     attributed when someone is counting, at no cost otherwise.
     """
     return _ACTIVE[-1].phase(name) if _ACTIVE else contextlib.nullcontext()
+
+
+def total_cost(*costs: dict | None) -> dict[str, int] | None:
+    """The sum of sampling costs (``{"sampling_steps": …, "gradient_evals": …}`` dicts, e.g.
+    :attr:`~feat.sampling.hmc.HMCResult.cost`); None when any is unknown (None)."""
+    if any(c is None for c in costs):
+        return None
+    return {k: int(sum(c.get(k, 0) for c in costs)) for k in ("sampling_steps", "gradient_evals")}
 
 
 def record(energy: int = 0, gradient: int = 0, network: int = 0, sampling: int = 0) -> None:

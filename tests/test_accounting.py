@@ -140,3 +140,30 @@ def test_energy_informed_fields_of_a_run_count_their_gradients_in_transport(tmp_
     counts = json.loads((tmp_path / "results.json").read_text())["accounting"]["phases"]
     # −∇u_a and −∇u_b at every grid point of every trajectory, both directions
     assert counts["transport"]["gradient_evals"] == 2 * points * 2 * n
+
+
+def test_a_run_counts_what_its_end_state_samples_cost(tmp_path):
+    """A problem whose metadata says what its samples cost gets an "end-state sampling" phase
+    (exact samplers, as here by default, have none)."""
+    import json
+
+    from feat.config import resolve
+    from feat.pipeline import run_problem
+    from feat.specs import build_problem
+
+    config = resolve({"system": {"kind": "gaussian", "dim": 2, "n_samples_a": 60,
+                                 "n_samples_b": 60},
+                      "fields": {"hidden": 8, "depth": 1},
+                      "training": {"steps": 1, "batch_size": 8},
+                      "transport": {"eps": 0.1, "n_points": 3, "n_forward": 4, "n_reverse": 4},
+                      "estimate": {"n_bootstrap": 0}})
+    problem = build_problem(config.system, torch.Generator().manual_seed(0))
+    run_problem(problem, config, tmp_path / "exact", progress=False)
+    phases = json.loads((tmp_path / "exact" / "results.json").read_text())["accounting"]["phases"]
+    assert "end-state sampling" not in phases
+    problem.metadata["sampling_cost"] = {"sampling_steps": 500, "gradient_evals": 2500}
+    run_problem(problem, config, tmp_path / "md", progress=False)
+    acc = json.loads((tmp_path / "md" / "results.json").read_text())["accounting"]
+    assert acc["phases"]["end-state sampling"]["sampling_steps"] == 500
+    assert acc["phases"]["end-state sampling"]["gradient_evals"] == 2500
+    assert acc["total"]["sampling_steps"] == 500

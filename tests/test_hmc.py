@@ -203,3 +203,8 @@ def test_validation_errors():
     x_inf[1, 0, 0] = float("inf")
     with pytest.raises(ValueError, match=r"non-finite energies for chains \[1\]"):
         HMC().sample(bad, x_inf, 10, generator=_gen(0), progress=False)
+
+
+def test_cost_counts_every_iteration_and_gradient(free_run):
+    # 32 chains × (300 warm-up + 1500) iterations, 5 leapfrog gradients each, 1 at the start
+    assert free_run.cost == {"sampling_steps": 32 * 1800, "gradient_evals": 32 + 32 * 1800 * 5}

@@ -76,6 +76,9 @@ def test_phi4_umbrella_problem_is_valid(tmp_path):
     torch.testing.assert_close(problem.score_a, ea.score(problem.x_a))
     torch.testing.assert_close(problem.score_b, eb.score(problem.x_b))
     assert problem.metadata["hmc"]["a"]["hmc"]["thin"] == 2
+    # one round per state: 8 chains × (30 warm-up + 40) iterations × 4 leapfrog gradients
+    assert problem.metadata["sampling_cost"] == {"sampling_steps": 2 * 8 * 70,
+                                                 "gradient_evals": 2 * (8 + 8 * 70 * 4)}
     assert sorted(p.name.split("-")[1] for p in tmp_path.iterdir()) == ["a", "b"]
     assert build_problem(_umbrella_system(tmp_path), _gen(0)).reference is None
 

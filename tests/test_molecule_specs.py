@@ -37,6 +37,8 @@ def test_aldp_s_builds_with_scores_and_metadata(aldp_s):
     assert torch.isfinite(u_a).all()
     assert torch.allclose(s_a, p.score_a, rtol=1e-3, atol=1e-2)  # same energy function
     assert len(p.metadata["atom_types"]) == 22 and p.metadata["phi_indices"] == list(PHI)
+    # one force evaluation per MD step, equilibration included, both states
+    assert p.metadata["sampling_cost"] == {"sampling_steps": 2 * 2500, "gradient_evals": 2 * 2500}
     # λ = 1 adds the (negative) polar solvation energy: u_b < u_a at the same configuration
     assert (p.energy_b(p.x_a) < u_a).all()
 

@@ -164,6 +164,10 @@ def run_problem(problem: TwoStateProblem, config: RunConfig | None = None,
         write_config(out, config, device)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     counter = Counter()
+    cost = problem.metadata.get("sampling_cost")
+    if cost:  # what making the end-state samples took (also when they came from a cache)
+        counter.add(gradient=cost["gradient_evals"], sampling=cost["sampling_steps"],
+                    phase="end-state sampling")
     problem = counted_problem(problem, counter)
     with counter.phase("end-state scores"):
         train_problem, x_a, x_b = split_holdout(problem, config)

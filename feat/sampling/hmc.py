@@ -90,6 +90,14 @@ class HMCResult:
     final_state: Tensor = field(repr=False)      # (n_chains, *event_shape), to continue
 
     @property
+    def cost(self) -> dict[str, int]:
+        """What this run paid: MCMC steps (chains × iterations, warm-up included) and gradient
+        evaluations (one per chain at the start, then ``n_leapfrog`` per iteration)."""
+        iterations = self.n_chains * (self.n_warmup + self.n_steps)
+        return {"sampling_steps": iterations,
+                "gradient_evals": self.n_chains + iterations * self.n_leapfrog}
+
+    @property
     def tau_int(self) -> float:
         """Integrated autocorrelation time of the observable, in iterations."""
         return self.autocorrelation.tau_int

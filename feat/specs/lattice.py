@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..accounting import total_cost
 from ..config import ReferenceConfig
 from ..energies.base import Energy
 from ..energies.bias import Biased, HarmonicUmbrella
@@ -153,6 +154,7 @@ def hmc_samples(
     info = _diagnostics(parts[0])
     info["rounds"] = len(parts)
     info["acceptance"] = float(sum(p.acceptance for p in parts) / len(parts))
+    info["cost"] = total_cost(*(p.cost for p in parts))
     cat = [
         torch.cat([getattr(p, k) for p in parts])[:n_samples]
         for k in ("samples", "scores", "energies")
@@ -264,7 +266,8 @@ class Phi4UmbrellaSpec(HMCSettings):
             sb,
             reference=self.reference,
             name="phi4_umbrella",
-            metadata={"lattice": True, "hmc": meta},
+            metadata={"lattice": True, "hmc": meta, "sampling_cost": total_cost(
+                *(meta[s]["hmc"].get("cost") for s in "ab"))},
         )
 
     def mbar_reference(self, config: ReferenceConfig) -> LadderReference:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..accounting import total_cost
 from ..config import ReferenceConfig
 from ..energies.lj import LennardJonesCluster
 from ..interpolants.alignment import random_rotation
@@ -102,11 +103,12 @@ def lj_hmc_samples(energy: LennardJonesCluster, n_samples: int, settings: HMCSet
     energy in iterations, thin, rounds, mean u over the first and second half of the samples).
     """
     kw = {"generator": generator, "observable": _trap_observable, "progress": progress}
-    n_leapfrog = settings.n_leapfrog
+    n_leapfrog, paid = settings.n_leapfrog, []
     if trajectory_length > 0:
         pre = HMC(settings.step_size, n_leapfrog, settings.target_accept).sample(
             energy, x0, 2, n_warmup=settings.n_warmup, thin=1, **kw)
         x0, n_leapfrog = pre.final_state, max(1, math.ceil(trajectory_length / pre.step_size))
+        paid.append(pre.cost)
         hmc = HMC(pre.step_size, n_leapfrog, settings.target_accept)
     else:
         hmc = HMC(settings.step_size, n_leapfrog, settings.target_accept)
@@ -126,7 +128,8 @@ def lj_hmc_samples(energy: LennardJonesCluster, n_samples: int, settings: HMCSet
                                  and first.autocorrelation_energy.reliable),
             "thin": first.thin, "rounds": len(parts), "n_chains": x0.shape[0],
             "u_mean": float(u.mean()), "u_std": float(u.std()),
-            "u_mean_halves": [float(u[:half].mean()), float(u[half:].mean())]}
+            "u_mean_halves": [float(u[:half].mean()), float(u[half:].mean())],
+            "cost": total_cost(*paid, *(p.cost for p in parts))}
     return x - x.mean(1, keepdim=True), s, u, info
 
 
@@ -220,7 +223,8 @@ class LJSpec(HMCSettings):
         xb, sb, hmc = self._samples_b(eb, seed_b)
         return TwoStateProblem(ea, eb, xa, xb, ea.score(xa), sb, reference=self.reference,
                                name=f"lj{self.n_particles}",
-                               metadata={**self.metadata(), "hmc": hmc})
+                               metadata={**self.metadata(), "hmc": hmc,
+                                         "sampling_cost": hmc["hmc"].get("cost")})
 
     def _samples_b(self, energy: LennardJonesCluster, seed: int) -> tuple[Tensor, Tensor, dict]:
         path, key = self.cache_path(seed), self.cache_key(seed)

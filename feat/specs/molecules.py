@@ -4,9 +4,9 @@
   (:func:`~feat.energies.states.scale_gb_charges`); a = ``lam_a`` (0, "vacuum"), b = ``lam_b``
   (1, solvated). λ = 0 keeps the charge-independent OBC1 surface-area term (~6.8 kT at the
   start structure), as METHOD §7 defines λ on charges only.
-* ``aldp_t`` (:class:`ALDPBasinSpec`): the full λ = 1 energy restricted to a backbone-φ basin,
-  a: φ ∈ (``phi_low``, ``phi_high``) = (0, 2.15) rad, b: the complement; ``u = +inf`` outside
-  (:class:`~feat.energies.states.BasinRestrictedEnergy`).
+* ``aldp_t`` (:class:`ALDPBasinSpec`): the energy at GB charge scale ``lam`` restricted to a
+  backbone-φ basin, a: φ ∈ (``phi_low``, ``phi_high``) = (0, 2.15) rad, b: the complement;
+  ``u = +inf`` outside (:class:`~feat.energies.states.BasinRestrictedEnergy`).
 
 Samples come from :class:`~feat.sampling.md.LangevinMD` (basins with a flat-bottom φ restraint
 that is zero inside the basin, frames outside dropped) and are cached under ``cache_dir`` in a
@@ -34,6 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from ..accounting import total_cost
 from ..config import ReferenceConfig
 from ..energies.base import Energy
 from ..energies.openmm import OpenMMEnergy
@@ -157,6 +158,9 @@ class _ALDPSpec:
         return {"com_free": True, "atom_types": types, "atom_type_names": vocab,
                 "element_types": etypes, "elements": evocab, "phi_indices": list(_PHI),
                 "temperature_K": self.temperature, "md_a": info_a, "md_b": info_b,
+                "sampling_cost": total_cost(*({"sampling_steps": i["md_steps"],
+                                               "gradient_evals": i["md_steps"]}
+                                              for i in (info_a, info_b))),
                 "spec": asdict(self)}
 
     def _reference(self) -> float | None:
@@ -252,13 +256,25 @@ class ALDPBasinSpec(_ALDPSpec):
     phi_high: float = 2.15
     restraint_k: float = 1000.0
     umbrella_k: float = 100.0         # kJ/mol/rad², the reference's φ umbrellas
+    lam: float = 1.0                  # GB charge scale of the energy (1: full solvent)
+
+    def _energy(self, on_error: str = "raise") -> tuple[OpenMMEnergy, SimpleNamespace]:
+        """The unrestricted energy at GB charge scale ``lam`` and the system MD runs on."""
+        ts = _system()
+        energy = OpenMMEnergy(scale_gb_charges(ts.system, self.lam), self.temperature,
+                              platform=self._platform(), on_error=on_error)
+        return energy, SimpleNamespace(system=energy.system, topology=ts.topology,
+                                       positions=ts.positions)
+
+    def _keys(self, keys: dict) -> dict:
+        """Cache keys; ``lam`` enters only when it is not 1 (caches made before it existed
+        are λ = 1 chains and stay valid)."""
+        return keys if self.lam == 1.0 else {**keys, "lam": self.lam}
 
     def build(self, generator: torch.Generator) -> TwoStateProblem:
         from ..sampling.md import flat_bottom_dihedral_restraint
 
-        ts = _system()
-        full = OpenMMEnergy(ts.system, self.temperature, platform=self._platform(),
-                            on_error="inf")
+        full, ts = self._energy(on_error="inf")
         states = []
         for salt, (tag, comp) in enumerate((("a", False), ("b", True))):
             energy = BasinRestrictedEnergy(full, Dihedral(_PHI),
@@ -267,7 +283,7 @@ class ALDPBasinSpec(_ALDPSpec):
                                                        complement=comp, k=self.restraint_k)
             keys = {"phi": [self.phi_low, self.phi_high], "complement": comp,
                     "restraint_k": self.restraint_k}
-            out = self.cache_path("aldp_t", "phi-out" if comp else "phi-in", keys)
+            out = self.cache_path("aldp_t", "phi-out" if comp else "phi-in", self._keys(keys))
             states.append((energy, *self._samples(ts, energy, out, tag, (restraint,), salt)))
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
         return self._problem(ea, eb, xa, xb, sa, sb,
@@ -278,24 +294,24 @@ class ALDPBasinSpec(_ALDPSpec):
 
         ``config.n_windows`` umbrellas ``w_k(φ) = umbrella_k · max(0, d(φ, φ_k) − 0.02)²``
         (kJ/mol, ``d`` the periodic distance, centres ``φ_k = −π + 2πk/K``), each sampled by
-        Langevin MD of the full λ = 1 energy plus ``w_k`` (``window_steps`` of production),
-        decorrelated, ``config.n_samples`` frames each. MBAR on the biases gives the unbiased
-        density; the two basins are unsampled target states (``u = +inf`` outside), so
+        Langevin MD of the energy (GB charges × ``lam``) plus ``w_k`` (``window_steps`` of
+        production), decorrelated, ``config.n_samples`` frames each. MBAR on the biases gives
+        the unbiased density; the two basins are unsampled target states (``u = +inf`` outside), so
         ``ΔF = F_b − F_a = −log(P(b) / P(a))``.
         """
         from ..energies.openmm import boltzmann_kt
         from ..sampling.md import flat_bottom_dihedral_restraint
 
-        t0, ts, kt = time.perf_counter(), _system(), boltzmann_kt(self.temperature)
-        full = OpenMMEnergy(ts.system, self.temperature, platform=self._platform())
+        t0, kt = time.perf_counter(), boltzmann_kt(self.temperature)
+        full, ts = self._energy()
         centers = [-math.pi + 2 * math.pi * k / config.n_windows for k in range(config.n_windows)]
         steps = config.window_steps or self.production_steps
         phis, windows = [], []
         for k, c in enumerate(centers):
             restraint = flat_bottom_dihedral_restraint(_PHI, c - _FLAT, c + _FLAT,
                                                        k=self.umbrella_k)
-            out = self.cache_path("aldp_t", f"umbrella{k}",
-                                  {"phi0": c, "umbrella_k": self.umbrella_k, "flat": _FLAT})
+            out = self.cache_path("aldp_t", f"umbrella{k}", self._keys(
+                {"phi0": c, "umbrella_k": self.umbrella_k, "flat": _FLAT}))
             t1 = time.perf_counter()
             x, _, info = self._samples(ts, full, out, f"φ₀={c:+.2f}", (restraint,), 2 + k,
                                        n_samples=config.n_samples, steps=steps)
@@ -308,7 +324,8 @@ class ALDPBasinSpec(_ALDPSpec):
         u_ln = np.stack([np.where(inside, 0.0, np.inf), np.where(inside, np.inf, 0.0)])
         mbar = mbar_from_matrix(u_kn, [len(f) for f in phis], u_ln=u_ln,
                                 n_bootstrap=config.n_bootstrap, seed=config.seed)
-        protocol = (f"{config.n_windows} umbrellas on φ ({self.umbrella_k:g} kJ/mol/rad², "
+        protocol = (f"GB charges × {self.lam:g}; "
+                    f"{config.n_windows} umbrellas on φ ({self.umbrella_k:g} kJ/mol/rad², "
                     f"flat bottom ±{_FLAT} rad) over the circle, Langevin MD "
                     f"({self.timestep_fs:g} fs, {self.equilibration_steps} + {steps} steps "
                     f"each), {config.n_samples} decorrelated frames per window, MBAR (pymbar) "
