@@ -50,6 +50,10 @@ class FieldsConfig:
     ``scaled_score`` divides the score network by the interpolated width ``σ_t`` (learned
     from the end-state scores) so it predicts O(1) numbers; ``informed_*`` add the end-state
     scores (exact at t = 0 and 1, but large in the middle when the states barely overlap).
+    ``denoiser_score`` (in place of ``scaled_score``) makes the score network predict a denoised
+    point, ``s = (net − x) / σ_t²``: piecewise constant for mixtures of narrow features.
+    ``energy_features`` (mlp only) feeds both networks ``σ_a² (−∇u_a(x))`` and
+    ``σ_b² (−∇u_b(x))`` as extra inputs (two energy gradients per field evaluation).
     """
 
     network: str = "mlp"
@@ -61,6 +65,8 @@ class FieldsConfig:
     scaled_score: bool = True
     informed_score: bool = False
     informed_velocity: bool = False
+    denoiser_score: bool = False
+    energy_features: bool = False
 
     def __post_init__(self):
         _check_range(self, "hidden", 1)
@@ -73,6 +79,12 @@ class FieldsConfig:
         if self.scaled_score and self.informed_score:
             raise ConfigError("fields.scaled_score and fields.informed_score are exclusive "
                               "parameterisations of the score; set one of them to false.")
+        if self.denoiser_score and self.informed_score:
+            raise ConfigError("fields.denoiser_score and fields.informed_score are exclusive "
+                              "parameterisations of the score; set one of them to false.")
+        if self.energy_features and self.network != "mlp":
+            raise ConfigError(f"fields.energy_features needs network = 'mlp'; got "
+                              f"'{self.network}'. Set energy_features = false for it.")
 
 
 @dataclass(frozen=True)

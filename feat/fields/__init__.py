@@ -5,14 +5,15 @@ from .egnn import EGNNField, atom_types_from_topology
 from .embedding import FourierTimeEmbedding
 from .exact import GaussianInterpolantScore, GaussianInterpolantVelocity
 from .field import Field
-from .informed import EnergyInformedScore, EnergyInformedVelocity
+from .informed import EnergyFeatures, EnergyInformedScore, EnergyInformedVelocity
 from .mlp import MLPField
-from .scaled import ScaledScore, characteristic_width
+from .scaled import DenoiserScore, ScaledScore, characteristic_width
 
 __all__ = [
     "EGNNField",
     "atom_types_from_topology",
     "CNNField",
+    "EnergyFeatures",
     "EnergyInformedScore",
     "Field",
     "FourierTimeEmbedding",
@@ -21,5 +22,6 @@ __all__ = [
     "MLPField",
     "EnergyInformedVelocity",
     "ScaledScore",
+    "DenoiserScore",
     "characteristic_width",
 ]

@@ -6,23 +6,57 @@ these change the variance of the estimates, never their validity (METHOD §4, tr
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from ..energies.base import Energy
 from .field import Field
 
-__all__ = ["EnergyInformedScore", "EnergyInformedVelocity", "end_score_mix"]
+__all__ = ["EnergyFeatures", "EnergyInformedScore", "EnergyInformedVelocity", "end_score",
+           "end_score_mix"]
 
 
 def _col(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(t.shape + (1,) * (x.dim() - 1)).to(x.dtype)
 
 
+def end_score(energy: Energy, x: Tensor) -> Tensor:
+    """``−∇u(x)``; differentiable in ``x`` when ``x`` requires grad (the exact-divergence ODE
+    transport differentiates the velocity, and with it this score: second derivatives of
+    ``u``), otherwise a plain first-derivative evaluation."""
+    if not x.requires_grad:
+        return energy.score(x)
+    (g,) = torch.autograd.grad(energy(x).sum(), x, create_graph=True)
+    return -g
+
+
 def end_score_mix(t: Tensor, x: Tensor, energy_a: Energy, energy_b: Energy) -> Tensor:
-    """``(1 − t)(−∇u_a(x)) + t(−∇u_b(x))``, shape (batch, *event_shape); no gradient flows."""
+    """``(1 − t)(−∇u_a(x)) + t(−∇u_b(x))``, shape (batch, *event_shape)."""
     w = _col(t, x)
-    xd = x.detach()
-    return (1 - w) * energy_a.score(xd) + w * energy_b.score(xd)
+    return (1 - w) * end_score(energy_a, x) + w * end_score(energy_b, x)
+
+
+class EnergyFeatures(nn.Module):
+    """Extra network inputs from the end states: ``σ_a² (−∇u_a(x))`` and ``σ_b² (−∇u_b(x))``.
+
+    For a state made of narrow features of width σ, ``σ² (−∇u(x))`` is the displacement from x
+    to the nearest feature's centre: the "which mode, and how far" that a plain network finds
+    hardest to learn near the ends. Returns (batch, 2 d); costs two energy gradients per call.
+    The widths (e.g. :func:`~feat.fields.scaled.characteristic_width`) only set the scale.
+    """
+
+    def __init__(self, energy_a: Energy, energy_b: Energy, sigma_a: float, sigma_b: float):
+        super().__init__()
+        if not (sigma_a > 0 and sigma_b > 0):
+            raise ValueError(f"sigma_a and sigma_b must be > 0; got {sigma_a}, {sigma_b}.")
+        self.energy_a, self.energy_b = energy_a, energy_b
+        self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
+        self.size = 2 * energy_a.dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        fa = self.sigma_a**2 * end_score(self.energy_a, x)
+        fb = self.sigma_b**2 * end_score(self.energy_b, x)
+        return torch.cat([fa.flatten(1), fb.flatten(1)], dim=-1)
 
 
 class EnergyInformedScore(Field):

@@ -21,6 +21,8 @@ class MLPField(Field):
     event_shape : the state's shape without the batch, e.g. (40,).
     hidden, depth : width and number of hidden layers (SiLU activations).
     scale : fixed output scale so the network itself predicts O(1) numbers.
+    features : optional module ``x ↦ (batch, features.size)`` of extra inputs (e.g.
+        :class:`~feat.fields.informed.EnergyFeatures`).
 
     Parameters are float32 by default; inputs of any dtype are cast in and the output cast back.
     """
@@ -32,12 +34,14 @@ class MLPField(Field):
         depth: int = 4,
         n_frequencies: int = 8,
         scale: float = 1.0,
+        features: nn.Module | None = None,
     ):
         super().__init__()
         self.event_shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
         d = math.prod(self.event_shape)
         self.embed = FourierTimeEmbedding(n_frequencies)
-        layers, width = [], d + self.embed.dim
+        self.features = features
+        layers, width = [], d + self.embed.dim + (features.size if features is not None else 0)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
@@ -47,5 +51,6 @@ class MLPField(Field):
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         dtype = self.net[0].weight.dtype
-        h = torch.cat([x.flatten(1).to(dtype), self.embed(t.to(dtype))], dim=-1)
+        parts = [x.flatten(1)] + ([self.features(x)] if self.features is not None else [])
+        h = torch.cat([p.to(dtype) for p in parts] + [self.embed(t.to(dtype))], dim=-1)
         return (self.scale * self.net(h)).reshape(x.shape).to(x.dtype)

@@ -7,7 +7,9 @@ import torch
 from ..config import FieldsConfig, RunConfig, TransportConfig
 from ..fields import (
     CNNField,
+    DenoiserScore,
     EGNNField,
+    EnergyFeatures,
     EnergyInformedScore,
     EnergyInformedVelocity,
     MLPField,
@@ -18,12 +20,13 @@ from ..interpolants.alignment import remove_com
 from ..problem import TwoStateProblem
 from ..transport import ODEProcess, Process, SDEProcess, TimeGrid
 
-__all__ = ["build_fields", "make_grid", "make_process", "needs_scores", "network",
+__all__ = ["build_fields", "make_grid", "make_process", "needs_scores", "needs_widths", "network",
            "noise_projection", "split_holdout"]
 
 
-def network(problem: TwoStateProblem, cfg: FieldsConfig) -> torch.nn.Module:
-    """One network of the kind ``cfg.network`` asks for (mlp, egnn or cnn)."""
+def network(problem: TwoStateProblem, cfg: FieldsConfig, features=None) -> torch.nn.Module:
+    """One network of the kind ``cfg.network`` asks for (mlp, egnn or cnn); ``features``
+    (mlp only) are extra inputs."""
     if cfg.network == "egnn":
         key = "atom_types" if cfg.atom_types == "name" else "element_types"
         if key not in problem.metadata:
@@ -35,7 +38,8 @@ def network(problem: TwoStateProblem, cfg: FieldsConfig) -> torch.nn.Module:
     if cfg.network == "cnn":
         return CNNField(problem.event_shape, cfg.hidden, cfg.depth,
                         n_frequencies=cfg.n_frequencies)
-    return MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies)
+    return MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies,
+                    features=features)
 
 
 def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
@@ -45,18 +49,27 @@ def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
     Weights are initialised from ``seed`` inside ``torch.random.fork_rng``: reproducible, and
     the caller's global RNG state is left as it was.
     """
+    ea, eb = problem.energy_a, problem.energy_b
+    widths = [characteristic_width(v) for v in problem.scores()] if needs_widths(cfg) else None
+    features = EnergyFeatures(ea, eb, *widths) if cfg.energy_features else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        b, s = network(problem, cfg), network(problem, cfg)
-    ea, eb = problem.energy_a, problem.energy_b
+        b, s = network(problem, cfg, features), network(problem, cfg, features)
     if cfg.informed_velocity:
         b = EnergyInformedVelocity(b, ea, eb, schedule.a)
     if cfg.informed_score:
         s = EnergyInformedScore(s, ea, eb)
+    elif cfg.denoiser_score:
+        s = DenoiserScore(s, schedule, *widths)
     elif cfg.scaled_score:
-        s_a, s_b = problem.scores()
-        s = ScaledScore(s, schedule, characteristic_width(s_a), characteristic_width(s_b))
+        s = ScaledScore(s, schedule, *widths)
     return b, s
+
+
+def needs_widths(cfg: FieldsConfig) -> bool:
+    """Whether the fields use the end states' widths (read off their scores)."""
+    return cfg.energy_features or cfg.denoiser_score or (cfg.scaled_score
+                                                          and not cfg.informed_score)
 
 
 def noise_projection(problem: TwoStateProblem):
@@ -67,8 +80,7 @@ def noise_projection(problem: TwoStateProblem):
 def needs_scores(config: RunConfig) -> bool:
     """Whether training uses the end-state scores at the samples (target score matching, or
     the widths of the scaled score)."""
-    f = config.fields
-    return config.training.tsm_weight > 0 or (f.scaled_score and not f.informed_score)
+    return config.training.tsm_weight > 0 or needs_widths(config.fields)
 
 
 def split_holdout(problem: TwoStateProblem, config: RunConfig) -> tuple:

@@ -1,0 +1,135 @@
+"""Field parameterisations that use the end states: the denoiser score (exact for isotropic
+Gaussians with a network of t only) and the energy features (exact derivatives for the ODE)."""
+
+import pytest
+import torch
+
+from feat import FunctionEnergy
+from feat.config import ConfigError, FieldsConfig
+from feat.energies.analytic import Gaussian, GaussianMixture
+from feat.fields import (
+    DenoiserScore,
+    EnergyFeatures,
+    EnergyInformedVelocity,
+    Field,
+    MLPField,
+    characteristic_width,
+)
+from feat.interpolants import LinearSchedule, TrigonometricSchedule
+from feat.transport import ODEProcess
+from tests.gaussians import exact_fields
+
+D = 5
+
+
+class OfTime(Field):
+    """A 'network' that ignores x: ``f(t)`` broadcast to the batch."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def field(self, t, x):
+        return self.f(t).to(x.dtype)
+
+
+def isotropic_pair():
+    eye = torch.eye(D, dtype=torch.float64)
+    ga = Gaussian(torch.linspace(-1, 1, D, dtype=torch.float64), 0.3**2 * eye)
+    gb = Gaussian(torch.full((D,), 2.0, dtype=torch.float64), 0.05**2 * eye)
+    return ga, gb
+
+
+@pytest.mark.parametrize("schedule", [LinearSchedule(a=0.05), TrigonometricSchedule(a=0.2)])
+def test_denoiser_score_is_exact_for_gaussians_with_a_network_of_t_only(schedule):
+    ga, gb = isotropic_pair()
+    _, s_exact = exact_fields(ga, gb, schedule)
+
+    def mean(t):
+        c = schedule(t.double())
+        return c.alpha[:, None] * ga.mean + c.beta[:, None] * gb.mean
+
+    score = DenoiserScore(OfTime(mean), schedule, 0.3, 0.05)
+    g = torch.Generator().manual_seed(0)
+    t = torch.cat([torch.tensor([0.0, 1.0]), torch.rand(30, generator=g)]).double()
+    x = 2 * torch.randn(32, D, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(score(t, x), s_exact(t, x), rtol=1e-10, atol=1e-10)
+
+
+def test_widths_from_scores_recover_the_gaussians_standard_deviations():
+    ga, gb = isotropic_pair()
+    g = torch.Generator().manual_seed(1)
+    for gauss, sd in ((ga, 0.3), (gb, 0.05)):
+        x = gauss.sample(20000, generator=g)
+        assert characteristic_width(gauss.score(x)) == pytest.approx(sd, rel=0.02)
+
+
+def narrow_mixtures():
+    g = torch.Generator().manual_seed(2)
+    means_a = 4 * torch.rand(6, D, generator=g, dtype=torch.float64) - 2
+    means_b = 4 * torch.rand(3, D, generator=g, dtype=torch.float64) - 2
+    mix_a = GaussianMixture(means_a, torch.full((6,), 0.1, dtype=torch.float64))
+    mix_b = GaussianMixture(means_b, torch.full((3,), 0.05, dtype=torch.float64))
+    return mix_a, mix_b, g
+
+
+def test_energy_features_are_the_displacements_to_the_nearest_centres():
+    mix_a, mix_b, g = narrow_mixtures()
+    feats = EnergyFeatures(mix_a, mix_b, 0.1, 0.05)
+    x = mix_a.sample(64, generator=g)
+    out = feats(x)
+    assert out.shape == (64, 2 * D) and feats.size == 2 * D
+    nearest = mix_a.means[torch.cdist(x, mix_a.means).argmin(-1)]
+    torch.testing.assert_close(out[:, :D], nearest - x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["features", "informed"])
+def test_exact_divergence_sees_the_end_state_scores_inside_the_velocity(kind):
+    """The ODE's log-det needs ∂b/∂x through ∇u as well (second derivatives of u): compare the
+    Jacobian the transport uses with central finite differences (float64)."""
+    mix_a, mix_b, g = narrow_mixtures()
+    # through autograd (FunctionEnergy), not the mixtures' closed-form scores
+    mix_a, mix_b = (FunctionEnergy(m, event_shape=(D,)) for m in (mix_a, mix_b))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if kind == "features":
+            b = MLPField(D, 16, 2, features=EnergyFeatures(mix_a, mix_b, 0.1, 0.05)).double()
+        else:
+            b = EnergyInformedVelocity(MLPField(D, 16, 2).double(), mix_a, mix_b, a=0.05)
+    proc = ODEProcess(b, mix_a, mix_b)
+    x = 4 * torch.rand(3, D, generator=g, dtype=torch.float64) - 2
+    t = 0.3
+    _, jac = proc.init_state(t, x)
+    h = 1e-6
+    fd = torch.stack([(b(t, x + h * e) - b(t, x - h * e)) / (2 * h)
+                      for e in torch.eye(D, dtype=torch.float64)], dim=-1)
+    torch.testing.assert_close(jac, fd, rtol=1e-5, atol=1e-5)
+
+
+def test_field_options_are_checked():
+    with pytest.raises(ConfigError, match="fields.denoiser_score and fields.informed_score"):
+        FieldsConfig(denoiser_score=True, informed_score=True, scaled_score=False)
+    with pytest.raises(ConfigError, match="energy_features needs network = 'mlp'"):
+        FieldsConfig(energy_features=True, network="cnn")
+
+
+def test_a_run_with_energy_features_and_the_denoiser_score_is_unbiased():
+    """End to end on two 2-D Gaussians (exact ΔF): the works stay exact with the new inputs."""
+    from feat import TwoStateProblem
+    from feat.config import RunConfig, TransportConfig
+    from feat.pipeline import run_problem
+    from feat.training import TrainingConfig
+
+    eye = torch.eye(2, dtype=torch.float64)
+    ga = Gaussian(torch.zeros(2, dtype=torch.float64), eye)
+    gb = Gaussian(torch.ones(2, dtype=torch.float64), 0.25 * eye)
+    g = torch.Generator().manual_seed(0)
+    problem = TwoStateProblem(ga, gb, ga.sample(1500, generator=g), gb.sample(1500, generator=g),
+                              reference=-(gb.log_z() - ga.log_z()))
+    config = RunConfig(
+        fields=FieldsConfig(hidden=16, depth=2, energy_features=True, denoiser_score=True),
+        training=TrainingConfig(steps=150, batch_size=64),
+        transport=TransportConfig(eps=0.05, n_points=40, n_forward=500, n_reverse=500))
+    est = run_problem(problem, config, progress=False).estimate
+    assert abs(est.delta_f - problem.reference) < 4 * est.sigma
+    assert est.bounds.contains(problem.reference)
