@@ -1,19 +1,14 @@
 """systems/aldp_s/force_budget.py: FEAT's force evaluations against MBAR's at equal σ."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "systems" / "aldp_s" / "force_budget.py"
+from tests.scripts import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("force_budget", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("aldp_s/force_budget.py")
 
 
 def _write(tmp_path, phases):
