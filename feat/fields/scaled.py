@@ -15,7 +15,7 @@ from torch import Tensor
 from ..interpolants.schedules import Schedule
 from .field import Field
 
-__all__ = ["DenoiserScore", "InterpolantWidth", "ScaledScore", "characteristic_width"]
+__all__ = ["DenoiserScore", "ScaledScore", "characteristic_width"]
 
 
 def characteristic_width(score: Tensor) -> float:
@@ -27,20 +27,6 @@ def characteristic_width(score: Tensor) -> float:
     return math.sqrt(d / (score.double().flatten(1) ** 2).sum(-1).mean().item())
 
 
-class InterpolantWidth:
-    """``σ_t² = α² σ_a² + β² σ_b² + γ²``, shape (batch,), float64."""
-
-    def __init__(self, schedule: Schedule, sigma_a: float, sigma_b: float):
-        if not (sigma_a > 0 and sigma_b > 0):
-            raise ValueError(f"sigma_a and sigma_b must be > 0; got {sigma_a}, {sigma_b}.")
-        self.schedule = schedule
-        self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
-
-    def var(self, t: Tensor) -> Tensor:
-        c = self.schedule(t.double())
-        return (c.alpha * self.sigma_a) ** 2 + (c.beta * self.sigma_b) ** 2 + c.gamma**2
-
-
 def _col(v: Tensor, x: Tensor) -> Tensor:
     return v.to(x.dtype).reshape(v.shape + (1,) * (x.dim() - 1))
 
@@ -50,8 +36,15 @@ class _WidthField(Field):
 
     def __init__(self, net: Field, schedule: Schedule, sigma_a: float, sigma_b: float):
         super().__init__()
-        self.net = net
-        self.widths = InterpolantWidth(schedule, sigma_a, sigma_b)
+        if not (sigma_a > 0 and sigma_b > 0):
+            raise ValueError(f"sigma_a and sigma_b must be > 0; got {sigma_a}, {sigma_b}.")
+        self.net, self.schedule = net, schedule
+        self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
+
+    def var(self, t: Tensor) -> Tensor:
+        """``σ_t²``, shape (batch,), float64."""
+        c = self.schedule(t.double())
+        return (c.alpha * self.sigma_a) ** 2 + (c.beta * self.sigma_b) ** 2 + c.gamma**2
 
 
 class ScaledScore(_WidthField):
@@ -59,7 +52,7 @@ class ScaledScore(_WidthField):
 
     def width(self, t: Tensor) -> Tensor:
         """``σ_t``, shape (batch,)."""
-        return self.widths.var(t).sqrt()
+        return self.var(t).sqrt()
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         return self.net(t, x) / _col(self.width(t), x)
@@ -75,4 +68,4 @@ class DenoiserScore(_WidthField):
     """
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
-        return (self.net(t, x) - x) / _col(self.widths.var(t), x)
+        return (self.net(t, x) - x) / _col(self.var(t), x)
