@@ -102,7 +102,7 @@ class GaussianMixture(_FollowsInput, Energy):
     The energy and score follow the device and dtype of ``x``.
     """
 
-    _parameters = ("means", "stds", "log_weights")
+    _parameters = ("precisions", "scaled_means", "log_constants")
 
     def __init__(self, means: Tensor, stds: Tensor | float, weights: Tensor | None = None):
         means = torch.as_tensor(means, dtype=torch.float64)
@@ -126,22 +126,27 @@ class GaussianMixture(_FollowsInput, Energy):
         self.means, self.stds = means, stds.contiguous()
         self.log_weights = torch.log(weights / weights.sum())
         self.event_shape = (d,)
+        # |x − μ_k|²_k = x²·p_k − 2 x·(μ_k p_k) + μ_k²·p_k with p_k = 1/σ_k²: matrix products,
+        # never a (batch, K, d) tensor
+        self.precisions = self.stds**-2
+        self.scaled_means = means * self.precisions
+        self.log_constants = (self.log_weights - torch.log(self.stds).sum(-1)
+                              - 0.5 * d * math.log(2 * math.pi)
+                              - 0.5 * (means * self.scaled_means).sum(-1))
 
     def _component_log_density(self, x: Tensor) -> Tensor:
-        """``log w_k + log N(x; μ_k, σ_k²)``, shape (batch, K)."""
-        mu, sd, log_w = self._on(x)
-        r = (x[:, None, :] - mu) / sd
-        log_norm = -torch.log(sd).sum(-1) - 0.5 * self.event_shape[0] * math.log(2 * math.pi)
-        return log_w + log_norm - 0.5 * (r * r).sum(-1)
+        """``log w_k + log N(x; μ_k, σ_k²)``, shape (batch, K), float64."""
+        x = x.double()
+        prec, scaled_means, log_c = self._on(x)
+        return log_c + x @ scaled_means.T - 0.5 * (x * x) @ prec.T
 
     def energy(self, x: Tensor) -> Tensor:
-        return -torch.logsumexp(self._component_log_density(x), dim=-1)
+        return -torch.logsumexp(self._component_log_density(x), dim=-1).to(x.dtype)
 
     def score(self, x: Tensor) -> Tensor:
         resp = torch.softmax(self._component_log_density(x), dim=-1)
-        mu, sd, _ = self._on(x)
-        var = sd**2
-        return (resp[:, :, None] * (mu - x[:, None, :]) / var).sum(1)
+        prec, scaled_means, _ = self._on(resp)
+        return (resp @ scaled_means - x.double() * (resp @ prec)).to(x.dtype)
 
     def log_z(self) -> float:
         return 0.0
