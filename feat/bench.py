@@ -131,11 +131,11 @@ def _config(entry: BenchEntry, seed: int):
 
 def feat_transport_evaluations(config) -> int:
     """Network and energy calls of FEAT's SDE transport: at each of the ``n_points`` points
-    ``b`` and ``s`` (plus ``−∇u_a``, ``−∇u_b`` per informed field and per network with energy
-    features), and ``u`` at both ends."""
+    ``b`` and ``s`` (plus ``−∇u_a``, ``−∇u_b`` per informed field, and once for the energy
+    features the two networks share), and ``u`` at both ends."""
     tc, fc = config.transport, config.fields
     per_point = 2 + 2 * (int(fc.informed_score) + int(fc.informed_velocity)
-                         + 2 * int(fc.energy_features))
+                         + int(fc.energy_features))
     return (tc.n_forward + tc.n_reverse) * (per_point * tc.n_points + 2)
 
 

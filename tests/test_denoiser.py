@@ -133,3 +133,28 @@ def test_a_run_with_energy_features_and_the_denoiser_score_is_unbiased():
     est = run_problem(problem, config, progress=False).estimate
     assert abs(est.delta_f - problem.reference) < 4 * est.sigma
     assert est.bounds.contains(problem.reference)
+
+
+def test_both_networks_share_one_feature_evaluation_per_input():
+    """b and s at the same x (and the x± pair of a training step) evaluate the end-state
+    forces once; copies (the EMA networks) share the memory; a changed x is recomputed."""
+    import copy
+
+    mix_a, mix_b, g = narrow_mixtures()
+    calls = []
+
+    def counted(mix):
+        return FunctionEnergy(lambda x: calls.append(len(x)) or mix(x), event_shape=(D,))
+
+    feats = EnergyFeatures(counted(mix_a), counted(mix_b), 0.1, 0.05)
+    b, s = MLPField(D, 8, 1, features=feats), MLPField(D, 8, 1, features=feats)
+    b_ema = copy.deepcopy(b)
+    assert b_ema.features is feats
+    t = torch.rand(6, generator=g)
+    x_p, x_m = torch.randn(6, D, generator=g), torch.randn(6, D, generator=g)
+    out = [f(t, x) for x in (x_p, x_m) for f in (b, s, b_ema)]
+    assert len(calls) == 4  # two energies at two inputs
+    x_p.add_(1.0)  # in place: the remembered features are stale
+    torch.testing.assert_close(feats(x_p), EnergyFeatures(mix_a, mix_b, 0.1, 0.05)(x_p))
+    assert len(calls) == 6
+    assert all(torch.isfinite(o).all() for o in out)

@@ -41,8 +41,13 @@ class EnergyFeatures(nn.Module):
 
     For a state made of narrow features of width σ, ``σ² (−∇u(x))`` is the displacement from x
     to the nearest feature's centre: the "which mode, and how far" that a plain network finds
-    hardest to learn near the ends. Returns (batch, 2 d); costs two energy gradients per call.
+    hardest to learn near the ends. Returns (batch, 2 d); costs two energy gradients per new x.
     The widths (e.g. :func:`~feat.fields.scaled.characteristic_width`) only set the scale.
+
+    The velocity and the score networks share one instance (copies, e.g. the EMA networks',
+    share it too: it is a fixed function of x), and it remembers its last two inputs, so both
+    networks at the same x (and the x± pair of a training step) cost one evaluation each.
+    Inputs that require grad (the exact-divergence ODE) are never served from memory.
     """
 
     def __init__(self, energy_a: Energy, energy_b: Energy, sigma_a: float, sigma_b: float):
@@ -52,8 +57,22 @@ class EnergyFeatures(nn.Module):
         self.energy_a, self.energy_b = energy_a, energy_b
         self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
         self.size = 2 * energy_a.dim
+        self._recent: list[tuple[Tensor, int, Tensor]] = []
+
+    def __deepcopy__(self, memo: dict) -> EnergyFeatures:
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            return self._features(x)
+        for seen, version, out in self._recent:
+            if seen is x and version == x._version:
+                return out
+        out = self._features(x)
+        self._recent = [(x, x._version, out)] + self._recent[:1]
+        return out
+
+    def _features(self, x: Tensor) -> Tensor:
         fa = self.sigma_a**2 * end_score(self.energy_a, x)
         fb = self.sigma_b**2 * end_score(self.energy_b, x)
         return torch.cat([fa.flatten(1), fb.flatten(1)], dim=-1)
