@@ -54,6 +54,9 @@ class FieldsConfig:
     point, ``s = (net − x) / σ_t²``: piecewise constant for mixtures of narrow features.
     ``energy_features`` (mlp only) feeds both networks ``σ_a² (−∇u_a(x))`` and
     ``σ_b² (−∇u_b(x))`` as extra inputs (two energy gradients per field evaluation).
+    ``tube_prior`` (with ``denoiser_score``) adds to both networks the exact fields of a Gaussian
+    tube between the nearest features of the two states (:class:`~feat.fields.scaled.Tube`),
+    so they learn only a correction; it costs the same two energy gradients.
     """
 
     network: str = "mlp"
@@ -67,6 +70,7 @@ class FieldsConfig:
     informed_velocity: bool = False
     denoiser_score: bool = False
     energy_features: bool = False
+    tube_prior: bool = False
 
     def __post_init__(self):
         _check_range(self, "hidden", 1)
@@ -82,6 +86,12 @@ class FieldsConfig:
         if self.denoiser_score and self.informed_score:
             raise ConfigError("fields.denoiser_score and fields.informed_score are exclusive "
                               "parameterisations of the score; set one of them to false.")
+        if self.tube_prior and not self.denoiser_score:
+            raise ConfigError("fields.tube_prior needs fields.denoiser_score = true (the tube's "
+                              "mean is a denoised point); set both, with scaled_score = false.")
+        if self.tube_prior and self.informed_velocity:
+            raise ConfigError("fields.tube_prior and fields.informed_velocity are exclusive "
+                              "parameterisations of the velocity; set one of them to false.")
         if self.energy_features and self.network != "mlp":
             raise ConfigError(f"fields.energy_features needs network = 'mlp'; got "
                               f"'{self.network}'. Set energy_features = false for it.")

@@ -13,6 +13,7 @@ from feat.fields import (
     EnergyInformedVelocity,
     Field,
     MLPField,
+    Tube,
     characteristic_width,
 )
 from feat.interpolants import LinearSchedule, TrigonometricSchedule
@@ -54,6 +55,48 @@ def test_denoiser_score_is_exact_for_gaussians_with_a_network_of_t_only(schedule
     t = torch.cat([torch.tensor([0.0, 1.0]), torch.rand(30, generator=g)]).double()
     x = 2 * torch.randn(32, D, generator=g, dtype=torch.float64)
     torch.testing.assert_close(score(t, x), s_exact(t, x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("schedule", [LinearSchedule(a=0.05), TrigonometricSchedule(a=0.2)])
+def test_tube_prior_with_a_zero_network_is_the_exact_gaussian_velocity_and_score(schedule):
+    """One feature per state: the tube is the whole interpolant, so the prior alone is exact
+    (velocity included, at t = 0 and 1 too)."""
+    ga, gb = isotropic_pair()
+    b_exact, s_exact = exact_fields(ga, gb, schedule)
+    zero = OfTime(lambda t: torch.zeros(len(t), D))
+    feats = EnergyFeatures(ga, gb, 0.3, 0.05)
+    b = Tube(zero, schedule, 0.3, 0.05, feats, "velocity")
+    s = DenoiserScore(Tube(zero, schedule, 0.3, 0.05, feats, "mean"), schedule, 0.3, 0.05)
+    g = torch.Generator().manual_seed(0)
+    t = torch.cat([torch.tensor([0.0, 1.0]), torch.rand(30, generator=g)]).double()
+    x = 2 * torch.randn(32, D, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(b(t, x), b_exact(t, x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s(t, x), s_exact(t, x), rtol=1e-10, atol=1e-10)
+
+
+def test_tube_ends_are_the_features_the_path_comes_from_and_goes_to():
+    """Near b, x is nearest to its b feature but maybe not to the a feature it left: that one is
+    found by projecting x back along the tube (and symmetrically near a)."""
+    from feat.energies.analytic import GaussianMixture
+    from feat.interpolants import LinearSchedule
+
+    sch = LinearSchedule(a=0.05)
+    means_a = torch.tensor([[0.0, 0.0], [4.0, 0.0]], dtype=torch.float64)
+    means_b = torch.tensor([[0.5, 3.0], [5.0, 5.0]], dtype=torch.float64)
+    mix_a = GaussianMixture(means_a, torch.full((2,), 0.1, dtype=torch.float64))
+    mix_b = GaussianMixture(means_b, torch.full((2,), 0.05, dtype=torch.float64))
+    tube = Tube(OfTime(lambda t: torch.zeros(len(t), 2)), sch, 0.1, 0.05,
+                EnergyFeatures(mix_a, mix_b, 0.1, 0.05), "mean")
+    # from a's feature at (4, 0) to b's at (0.5, 3), and from a's (0, 0) to b's (5, 5)
+    t = torch.tensor([0.8, 0.2], dtype=torch.float64)
+    pairs = [(means_a[1], means_b[0]), (means_a[0], means_b[1])]
+    x = torch.stack([(1 - ti) * ma + ti * mb for ti, (ma, mb) in zip(t, pairs)])
+    # nearest to x alone would pair the first with a's (0, 0) and the second with b's (0.5, 3)
+    assert torch.cdist(x, means_a).argmin(1).tolist() == [0, 0]
+    assert torch.cdist(x, means_b).argmin(1).tolist() == [0, 0]
+    mu_a, mu_b = tube.ends(t, x)
+    torch.testing.assert_close(mu_a, torch.stack([p[0] for p in pairs]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(mu_b, torch.stack([p[1] for p in pairs]), rtol=0, atol=1e-6)
 
 
 def test_widths_from_scores_recover_the_gaussians_standard_deviations():
@@ -109,6 +152,11 @@ def test_exact_divergence_sees_the_end_state_scores_inside_the_velocity(kind):
 def test_field_options_are_checked():
     with pytest.raises(ConfigError, match="fields.denoiser_score and fields.informed_score"):
         FieldsConfig(denoiser_score=True, informed_score=True, scaled_score=False)
+    with pytest.raises(ConfigError, match="tube_prior needs fields.denoiser_score"):
+        FieldsConfig(tube_prior=True)
+    with pytest.raises(ConfigError, match="tube_prior and fields.informed_velocity"):
+        FieldsConfig(tube_prior=True, denoiser_score=True, scaled_score=False,
+                     informed_velocity=True)
     with pytest.raises(ConfigError, match="energy_features needs network = 'mlp'"):
         FieldsConfig(energy_features=True, network="cnn")
 

@@ -7,7 +7,7 @@ from .exact import GaussianInterpolantScore, GaussianInterpolantVelocity
 from .field import Field
 from .informed import EnergyFeatures, EnergyInformedScore, EnergyInformedVelocity
 from .mlp import MLPField
-from .scaled import DenoiserScore, ScaledScore, characteristic_width
+from .scaled import DenoiserScore, ScaledScore, Tube, characteristic_width
 
 __all__ = [
     "EGNNField",
@@ -23,5 +23,6 @@ __all__ = [
     "EnergyInformedVelocity",
     "ScaledScore",
     "DenoiserScore",
+    "Tube",
     "characteristic_width",
 ]

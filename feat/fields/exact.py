@@ -30,9 +30,8 @@ class _GaussianInterpolantField(Field):
         mu_a, mu_b = self.a.mean.to(dev), self.b.mean.to(dev)
         e = lambda v: v[:, None, None]  # noqa: E731
         cov = e(c.alpha**2) * sa + e(c.beta**2) * sb + e(c.gamma**2) * eye
-        half_dcov = (
-            e(c.alpha * c.d_alpha) * sa + e(c.beta * c.d_beta) * sb + e(c.gamma * c.d_gamma) * eye
-        )
+        half_d_gamma_sq = 0.5 * self.schedule.d_gamma_sq(t.double(), c)
+        half_dcov = e(c.alpha * c.d_alpha) * sa + e(c.beta * c.d_beta) * sb + e(half_d_gamma_sq) * eye
         mean = c.alpha[:, None] * mu_a + c.beta[:, None] * mu_b
         dmean = c.d_alpha[:, None] * mu_a + c.d_beta[:, None] * mu_b
         return mean, dmean, cov, half_dcov
@@ -90,7 +89,7 @@ class GaussianMixtureInterpolantVelocity(_MixtureInterpolantField):
     def field(self, t, x):
         c, col, mu, nu, va, vb, var, r, resp = self._pairs(t, x)
         half_dvar = col(c.alpha * c.d_alpha) * va + col(c.beta * c.d_beta) * vb + \
-            col(c.gamma * c.d_gamma)
+            col(0.5 * self.schedule.d_gamma_sq(t.double(), c))
         pair = col(c.d_alpha) * mu + col(c.d_beta) * nu + half_dvar / var * r
         return (resp * pair).sum((1, 2)).to(x.dtype)
 

@@ -51,6 +51,13 @@ class Schedule(abc.ABC):
         d_gamma = self.a * (1 - 2 * t) / (2 * torch.sqrt(v.clamp_min(_FLOOR)))
         return Coefficients(alpha, beta, gamma, d_alpha, d_beta, d_gamma)
 
+    def d_gamma_sq(self, t: Tensor, c: Coefficients | None = None) -> Tensor:
+        """``(gamma²)' = a (1 − 2t) (1 + g0 / sqrt(a t (1 − t)))``: for ``g0 = 0`` its value at
+        t = 0 and 1 is the limit ``± a``, where ``gamma · gamma'`` of the coefficients (a floored
+        square root times 0) would give 0. ``c``: the coefficients at t, if already computed."""
+        c = self(t) if c is None else c
+        return self.a * (1 - 2 * t) + (2 * self.g0 * c.d_gamma if self.g0 else 0.0)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(a={self.a}, g0={self.g0})"
 

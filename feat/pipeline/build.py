@@ -14,6 +14,7 @@ from ..fields import (
     EnergyInformedVelocity,
     MLPField,
     ScaledScore,
+    Tube,
     characteristic_width,
 )
 from ..interpolants.alignment import remove_com
@@ -51,10 +52,15 @@ def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
     """
     ea, eb = problem.energy_a, problem.energy_b
     widths = [characteristic_width(v) for v in problem.scores()] if needs_widths(cfg) else None
-    features = EnergyFeatures(ea, eb, *widths) if cfg.energy_features else None
+    features = (EnergyFeatures(ea, eb, *widths) if cfg.energy_features or cfg.tube_prior
+                else None)
+    inputs = features if cfg.energy_features else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        b, s = network(problem, cfg, features), network(problem, cfg, features)
+        b, s = network(problem, cfg, inputs), network(problem, cfg, inputs)
+    if cfg.tube_prior:
+        b = Tube(b, schedule, *widths, features, "velocity")
+        s = Tube(s, schedule, *widths, features, "mean")
     if cfg.informed_velocity:
         b = EnergyInformedVelocity(b, ea, eb, schedule.a)
     if cfg.informed_score:
@@ -68,7 +74,7 @@ def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
 
 def needs_widths(cfg: FieldsConfig) -> bool:
     """Whether the fields use the end states' widths (read off their scores)."""
-    return cfg.energy_features or cfg.denoiser_score or (cfg.scaled_score
+    return cfg.energy_features or cfg.tube_prior or cfg.denoiser_score or (cfg.scaled_score
                                                           and not cfg.informed_score)
 
 
