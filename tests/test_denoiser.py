@@ -90,7 +90,7 @@ def test_tube_ends_are_the_features_the_path_comes_from_and_goes_to():
     # from a's feature at (4, 0) to b's at (0.5, 3), and from a's (0, 0) to b's (5, 5)
     t = torch.tensor([0.8, 0.2], dtype=torch.float64)
     pairs = [(means_a[1], means_b[0]), (means_a[0], means_b[1])]
-    x = torch.stack([(1 - ti) * ma + ti * mb for ti, (ma, mb) in zip(t, pairs)])
+    x = torch.stack([(1 - ti) * ma + ti * mb for ti, (ma, mb) in zip(t, pairs, strict=True)])
     # nearest to x alone would pair the first with a's (0, 0) and the second with b's (0.5, 3)
     assert torch.cdist(x, means_a).argmin(1).tolist() == [0, 0]
     assert torch.cdist(x, means_b).argmin(1).tolist() == [0, 0]

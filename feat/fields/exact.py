@@ -31,7 +31,8 @@ class _GaussianInterpolantField(Field):
         e = lambda v: v[:, None, None]  # noqa: E731
         cov = e(c.alpha**2) * sa + e(c.beta**2) * sb + e(c.gamma**2) * eye
         half_d_gamma_sq = 0.5 * self.schedule.d_gamma_sq(t.double(), c)
-        half_dcov = e(c.alpha * c.d_alpha) * sa + e(c.beta * c.d_beta) * sb + e(half_d_gamma_sq) * eye
+        half_dcov = (e(c.alpha * c.d_alpha) * sa + e(c.beta * c.d_beta) * sb
+                     + e(half_d_gamma_sq) * eye)
         mean = c.alpha[:, None] * mu_a + c.beta[:, None] * mu_b
         dmean = c.d_alpha[:, None] * mu_a + c.d_beta[:, None] * mu_b
         return mean, dmean, cov, half_dcov
