@@ -126,7 +126,7 @@ def test_energy_features_are_the_displacements_to_the_nearest_centres():
     torch.testing.assert_close(out[:, :D], nearest - x, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["features", "informed"])
+@pytest.mark.parametrize("kind", ["features", "informed", "tube"])
 def test_exact_divergence_sees_the_end_state_scores_inside_the_velocity(kind):
     """The ODE's log-det needs ∂b/∂x through ∇u as well (second derivatives of u): compare the
     Jacobian the transport uses with central finite differences (float64)."""
@@ -137,6 +137,10 @@ def test_exact_divergence_sees_the_end_state_scores_inside_the_velocity(kind):
         torch.manual_seed(0)
         if kind == "features":
             b = MLPField(D, 16, 2, features=EnergyFeatures(mix_a, mix_b, 0.1, 0.05)).double()
+        elif kind == "tube":
+            feats = EnergyFeatures(mix_a, mix_b, 0.1, 0.05)
+            b = Tube(MLPField(D, 16, 2).double(), LinearSchedule(a=0.05), 0.1, 0.05, feats,
+                     "velocity")
         else:
             b = EnergyInformedVelocity(MLPField(D, 16, 2).double(), mix_a, mix_b, a=0.05)
     proc = ODEProcess(b, mix_a, mix_b)
