@@ -55,8 +55,9 @@ class FieldsConfig:
     ``energy_features`` (mlp only) feeds both networks ``σ_a² (−∇u_a(x))`` and
     ``σ_b² (−∇u_b(x))`` as extra inputs (two energy gradients per field evaluation).
     ``tube_prior`` (with ``denoiser_score``) adds to both networks the exact fields of a Gaussian
-    tube between the nearest features of the two states (:class:`~feat.fields.scaled.Tube`),
-    so they learn only a correction; it costs the same two energy gradients.
+    tube between the features of a and b a point comes from and goes to
+    (:class:`~feat.fields.scaled.Tube`), so they learn only a correction; it costs the two
+    shared feature gradients plus two per network evaluation.
     """
 
     network: str = "mlp"
