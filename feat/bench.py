@@ -133,10 +133,10 @@ def feat_transport_evaluations(config) -> int:
     """Network and energy calls of FEAT's SDE transport: at each of the ``n_points`` points
     ``b`` and ``s`` (plus ``−∇u_a``, ``−∇u_b`` per informed field, once for the energy
     features the two networks share, and at the tube prior's two projected points per
-    network), and ``u`` at both ends."""
+    network pair, shared), and ``u`` at both ends."""
     tc, fc = config.transport, config.fields
     per_point = 2 + 2 * (int(fc.informed_score) + int(fc.informed_velocity)
-                         + int(fc.energy_features or fc.tube_prior)) + 4 * int(fc.tube_prior)
+                         + int(fc.energy_features or fc.tube_prior)) + 2 * int(fc.tube_prior)
     return (tc.n_forward + tc.n_reverse) * (per_point * tc.n_points + 2)
 
 

@@ -206,7 +206,12 @@ def test_both_networks_share_one_feature_evaluation_per_input():
     x_p, x_m = torch.randn(6, D, generator=g), torch.randn(6, D, generator=g)
     out = [f(t, x) for x in (x_p, x_m) for f in (b, s, b_ema)]
     assert len(calls) == 4  # two energies at two inputs
+    # tube priors on both networks share the projected points too: 2 more calls, not 4
+    sch = LinearSchedule(a=0.05)
+    tb, ts = (Tube(f, sch, 0.1, 0.05, feats, kind) for f, kind in ((b, "velocity"), (s, "mean")))
+    out += [tb(t, x_p), ts(t, x_p)]
+    assert len(calls) == 6
     x_p.add_(1.0)  # in place: the remembered features are stale
     torch.testing.assert_close(feats(x_p), EnergyFeatures(mix_a, mix_b, 0.1, 0.05)(x_p))
-    assert len(calls) == 6
+    assert len(calls) == 8
     assert all(torch.isfinite(o).all() for o in out)

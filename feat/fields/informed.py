@@ -58,6 +58,7 @@ class EnergyFeatures(nn.Module):
         self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
         self.size = 2 * energy_a.dim
         self._recent: list[tuple[Tensor, int, Tensor]] = []
+        self._recent_ends: list[tuple[Tensor, int, Tensor, tuple]] = []
 
     def __deepcopy__(self, memo: dict) -> EnergyFeatures:
         return self
@@ -70,6 +71,18 @@ class EnergyFeatures(nn.Module):
                 return out
         out = self._features(x)
         self._recent = [(x, x._version, out)] + self._recent[:1]
+        return out
+
+    def remember_ends(self, t: Tensor, x: Tensor, compute) -> tuple:
+        """``compute()`` (a tube's ends at (t, x), :meth:`~feat.fields.scaled.Tube.ends`), shared
+        like the features: the velocity and score tubes at the same (t, x) compute it once."""
+        if x.requires_grad:
+            return compute()
+        for seen, version, seen_t, out in self._recent_ends:
+            if seen is x and version == x._version and torch.equal(seen_t, t):
+                return out
+        out = compute()
+        self._recent_ends = [(x, x._version, t.clone(), out)] + self._recent_ends[:1]
         return out
 
     def _features(self, x: Tensor) -> Tensor:

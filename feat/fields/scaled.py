@@ -96,7 +96,8 @@ class Tube(_WidthField):
     to x need not be the one the path comes from: near b, the a end is the a feature nearest
     to x projected back along the tube, ``(x − β μ_b) / α`` (symmetrically near a; see
     :meth:`ends`). The network learns only what one tube does not explain. Costs the shared
-    features' two energy gradients per new x plus two per evaluation (the projected points).
+    features' two energy gradients per new x plus two for the projected points (shared by the
+    velocity and score tubes at the same t and x).
     """
 
     def __init__(self, net: Field, schedule: Schedule, sigma_a: float, sigma_b: float,
@@ -114,6 +115,13 @@ class Tube(_WidthField):
                 * self.sigma_b**2 + self.schedule.d_gamma_sq(t, c))
 
     def ends(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The tube's ends ``μ_a, μ_b`` for each row of x (shape of x); the velocity and score
+        tubes share them through their shared ``features``.
+
+        Two candidate tubes: see :meth:`_ends`."""
+        return self.features.remember_ends(t, x, lambda: self._ends(t, x))
+
+    def _ends(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """The tube's ends ``μ_a, μ_b`` for each row of x (shape of x).
 
         Two candidate tubes: b's feature nearest to x with a's found by projecting back, and
