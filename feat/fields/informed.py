@@ -13,7 +13,7 @@ from ..energies.base import Energy
 from .field import Field
 
 __all__ = ["EnergyFeatures", "EnergyInformedScore", "EnergyInformedVelocity", "end_score",
-           "end_score_mix"]
+           "end_score_mix", "scaled_force"]
 
 
 def _col(t: Tensor, x: Tensor) -> Tensor:
@@ -28,6 +28,12 @@ def end_score(energy: Energy, x: Tensor) -> Tensor:
         return energy.score(x)
     (g,) = torch.autograd.grad(energy(x).sum(), x, create_graph=True)
     return -g
+
+
+def scaled_force(energy: Energy, sigma: float, x: Tensor) -> Tensor:
+    """``σ² (−∇u(x))``: for a state of narrow features of width σ, the displacement from x to
+    the nearest feature's centre."""
+    return sigma**2 * end_score(energy, x)
 
 
 def end_score_mix(t: Tensor, x: Tensor, energy_a: Energy, energy_b: Energy) -> Tensor:
@@ -57,37 +63,36 @@ class EnergyFeatures(nn.Module):
         self.energy_a, self.energy_b = energy_a, energy_b
         self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
         self.size = 2 * energy_a.dim
-        self._recent: list[tuple[Tensor, int, Tensor]] = []
-        self._recent_ends: list[tuple[Tensor, int, Tensor, tuple]] = []
+        self._recent: list[tuple] = []
+        self._recent_ends: list[tuple] = []
 
     def __deepcopy__(self, memo: dict) -> EnergyFeatures:
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.requires_grad:
-            return self._features(x)
-        for seen, version, out in self._recent:
-            if seen is x and version == x._version:
-                return out
-        out = self._features(x)
-        self._recent = [(x, x._version, out)] + self._recent[:1]
-        return out
+        return self._remember("_recent", x, None, lambda: self._features(x))
 
     def remember_ends(self, t: Tensor, x: Tensor, compute) -> tuple:
         """``compute()`` (a tube's ends at (t, x), :meth:`~feat.fields.scaled.Tube.ends`), shared
         like the features: the velocity and score tubes at the same (t, x) compute it once."""
+        return self._remember("_recent_ends", x, t, compute)
+
+    def _remember(self, slot: str, x: Tensor, t: Tensor | None, compute):
+        """``compute()`` for (x, t), or its value from the last two calls of this ``slot``:
+        same x object, not changed in place, equal t. Never for x that requires grad."""
         if x.requires_grad:
             return compute()
-        for seen, version, seen_t, out in self._recent_ends:
-            if seen is x and version == x._version and torch.equal(seen_t, t):
+        for seen, version, seen_t, out in getattr(self, slot):
+            if seen is x and version == x._version and (t is None or torch.equal(seen_t, t)):
                 return out
         out = compute()
-        self._recent_ends = [(x, x._version, t.clone(), out)] + self._recent_ends[:1]
+        kept = None if t is None else t.clone()
+        setattr(self, slot, [(x, x._version, kept, out)] + getattr(self, slot)[:1])
         return out
 
     def _features(self, x: Tensor) -> Tensor:
-        fa = self.sigma_a**2 * end_score(self.energy_a, x)
-        fb = self.sigma_b**2 * end_score(self.energy_b, x)
+        fa = scaled_force(self.energy_a, self.sigma_a, x)
+        fb = scaled_force(self.energy_b, self.sigma_b, x)
         return torch.cat([fa.flatten(1), fb.flatten(1)], dim=-1)
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..interpolants.schedules import Schedule
 from .field import Field
-from .informed import end_score
+from .informed import scaled_force
 
 _MIN_WEIGHT = 1e-3  # floor under the far end's weight when projecting x back along the tube
 
@@ -77,7 +77,7 @@ class DenoiserScore(_WidthField):
 
 def _nearest(energy, sigma: float, y: Tensor) -> Tensor:
     """``y + σ² (−∇u(y))``: the centre of the feature nearest to y."""
-    return y + sigma**2 * end_score(energy, y).to(y.dtype)
+    return y + scaled_force(energy, sigma, y).to(y.dtype)
 
 
 class Tube(_WidthField):
