@@ -45,11 +45,16 @@ class FieldsConfig:
 
     ``network``: "mlp" (any state; ``hidden`` × ``depth``), "egnn" (molecules: equivariant
     graph network, ``hidden`` × ``depth``, ``length_scale`` nm per network unit, atom types by
-    "name" or "element") or "cnn" (lattices: periodic convolutions with ``hidden`` channels).
+    "name" or "element"), "frame_mlp" (molecules: an ``hidden`` × ``depth`` MLP evaluated in the
+    frame of three atoms, ``frame_atoms`` or the system's default, inputs divided by
+    ``length_scale``; rotation-equivariant like the EGNN at an MLP's cost) or "cnn" (lattices:
+    periodic convolutions with ``hidden`` channels).
 
     ``scaled_score`` divides the score network by the interpolated width ``σ_t`` (learned
     from the end-state scores) so it predicts O(1) numbers; ``informed_*`` add the end-state
-    scores (exact at t = 0 and 1, but large in the middle when the states barely overlap).
+    scores (exact at t = 0 and 1, but large in the middle when the states barely overlap);
+    ``force_cap`` > 0 caps each particle's end-state score at that norm inside them (so a clash
+    in an interpolant's middle cannot throw a transport step away; 0 = no cap).
     ``denoiser_score`` (in place of ``scaled_score``) makes the score network predict a denoised
     point, ``s = (net − x) / σ_t²``: piecewise constant for mixtures of narrow features.
     ``energy_features`` (mlp only) feeds both networks ``σ_a² (−∇u_a(x))`` and
@@ -66,21 +71,35 @@ class FieldsConfig:
     n_frequencies: int = 8
     length_scale: float = 1.0
     atom_types: str = "name"
+    frame_atoms: tuple = ()
     scaled_score: bool = True
     informed_score: bool = False
     informed_velocity: bool = False
     denoiser_score: bool = False
     energy_features: bool = False
     tube_prior: bool = False
+    force_cap: float = 0.0
 
     def __post_init__(self):
         _check_range(self, "hidden", 1)
         _check_range(self, "depth", 1)
         _check_range(self, "n_frequencies", 1)
-        _check_choice(self, "network", ("mlp", "egnn", "cnn"))
+        _check_choice(self, "network", ("mlp", "egnn", "frame_mlp", "cnn"))
         _check_choice(self, "atom_types", ("name", "element"))
         if not self.length_scale > 0:
             raise ConfigError(f"fields.length_scale must be > 0; got {self.length_scale}.")
+        if not self.force_cap >= 0:
+            raise ConfigError(f"fields.force_cap must be >= 0 (0 = no cap); got "
+                              f"{self.force_cap}.")
+        if self.force_cap and not (self.informed_score or self.informed_velocity):
+            raise ConfigError("fields.force_cap caps the end-state scores of the informed "
+                              "fields; set informed_score or informed_velocity = true, or "
+                              "force_cap = 0.")
+        if self.frame_atoms and (len(self.frame_atoms) != 3 or len(set(self.frame_atoms)) != 3
+                                 or not all(isinstance(a, int) and a >= 0
+                                            for a in self.frame_atoms)):
+            raise ConfigError(f"fields.frame_atoms must be three distinct atom indices (e.g. "
+                              f"[6, 8, 14]); got {list(self.frame_atoms)!r}.")
         if self.scaled_score and self.informed_score:
             raise ConfigError("fields.scaled_score and fields.informed_score are exclusive "
                               "parameterisations of the score; set one of them to false.")
@@ -250,12 +269,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         tp = next(a for a in args if a is not type(None))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is tuple and isinstance(value, list):  # a TOML array
+        return tuple(value)
     ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
     if not ok:
-        example = {int: "10", float: "0.01", bool: "true", str: '"text"'}.get(tp, "")
+        example = {int: "10", float: "0.01", bool: "true", str: '"text"',
+                   tuple: "[6, 8, 14]"}.get(tp, "")
         fix = f" Write it as a TOML {tp.__name__}, e.g. {example}." if example else ""
         raise ConfigError(
-            f"{where} must be of type {tp.__name__}; got {value!r} ({type(value).__name__})."
+            f"{where} must be of type {'array' if tp is tuple else tp.__name__}; got {value!r} ({type(value).__name__})."
             + fix
         )
     return value

@@ -10,6 +10,7 @@ from feat.energies.analytic import Gaussian, GaussianMixture
 from feat.fields import (
     DenoiserScore,
     EnergyFeatures,
+    EnergyInformedScore,
     EnergyInformedVelocity,
     Field,
     MLPField,
@@ -215,3 +216,38 @@ def test_both_networks_share_one_feature_evaluation_per_input():
     torch.testing.assert_close(feats(x_p), EnergyFeatures(mix_a, mix_b, 0.1, 0.05)(x_p))
     assert len(calls) == 8
     assert all(torch.isfinite(o).all() for o in out)
+
+
+def test_capped_forces_keep_small_ones_and_bound_each_particle():
+    from feat.fields.informed import capped
+
+    f = torch.tensor([[[3.0, 4.0, 0.0], [0.3, 0.4, 0.0], [0.0, 0.0, -50.0]]], dtype=torch.float64)
+    out = capped(f, 10.0)
+    torch.testing.assert_close(out[0, :2], f[0, :2])                 # |f| = 5, 0.5 ≤ cap: as is
+    torch.testing.assert_close(out[0, 2], torch.tensor([0.0, 0.0, -10.0], dtype=torch.float64))
+    flat = torch.tensor([[-30.0, 2.0, 12.0]], dtype=torch.float64)   # flat states: per entry
+    torch.testing.assert_close(capped(flat, 10.0), torch.tensor([[-10.0, 2.0, 10.0]],
+                                                                dtype=torch.float64))
+    assert capped(f, None) is f
+
+
+def test_informed_score_with_a_cap_is_exact_where_forces_are_small_and_bounded_at_clashes():
+    ea = Gaussian(torch.zeros(2), 0.25 * torch.eye(2))
+    eb = Gaussian(torch.ones(2), 0.04 * torch.eye(2))
+    zero = MLPField(2, 8, 1).double()
+    torch.nn.init.zeros_(zero.net[-1].weight)
+    torch.nn.init.zeros_(zero.net[-1].bias)
+    plain, cap = EnergyInformedScore(zero, ea, eb), EnergyInformedScore(zero, ea, eb, cap=20.0)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    near = torch.tensor([[0.1, -0.2], [0.5, 0.5], [1.2, 0.9]], dtype=torch.float64)
+    torch.testing.assert_close(cap(t, near), plain(t, near))
+    far = torch.full((3, 2), 40.0, dtype=torch.float64)               # forces ~ 160 and 975
+    assert plain(t, far).abs().max() > 100 and cap(t, far).abs().max() <= 20.0 + 1e-12
+
+
+def test_force_cap_is_checked():
+    assert FieldsConfig(informed_score=True, scaled_score=False, force_cap=300.0).force_cap == 300
+    with pytest.raises(ConfigError, match="force_cap must be >= 0"):
+        FieldsConfig(informed_score=True, scaled_score=False, force_cap=-1.0)
+    with pytest.raises(ConfigError, match="force_cap caps the end-state scores of the informed"):
+        FieldsConfig(force_cap=10.0)

@@ -5,6 +5,7 @@ from .egnn import EGNNField, atom_types_from_topology
 from .embedding import FourierTimeEmbedding
 from .exact import GaussianInterpolantScore, GaussianInterpolantVelocity
 from .field import Field
+from .frame import FrameField, local_frame
 from .informed import EnergyFeatures, EnergyInformedScore, EnergyInformedVelocity
 from .mlp import MLPField
 from .scaled import DenoiserScore, ScaledScore, Tube, characteristic_width
@@ -17,6 +18,8 @@ __all__ = [
     "EnergyInformedScore",
     "Field",
     "FourierTimeEmbedding",
+    "FrameField",
+    "local_frame",
     "GaussianInterpolantScore",
     "GaussianInterpolantVelocity",
     "MLPField",

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from ..energies.base import Energy
 from .field import Field
 
-__all__ = ["EnergyFeatures", "EnergyInformedScore", "EnergyInformedVelocity", "end_score",
-           "end_score_mix", "scaled_force"]
+__all__ = ["EnergyFeatures", "EnergyInformedScore", "EnergyInformedVelocity", "capped",
+           "end_score", "end_score_mix", "scaled_force"]
 
 
 def _col(t: Tensor, x: Tensor) -> Tensor:
@@ -36,10 +36,25 @@ def scaled_force(energy: Energy, sigma: float, x: Tensor) -> Tensor:
     return sigma**2 * end_score(energy, x)
 
 
-def end_score_mix(t: Tensor, x: Tensor, energy_a: Energy, energy_b: Energy) -> Tensor:
-    """``(1 − t)(−∇u_a(x)) + t(−∇u_b(x))``, shape (batch, *event_shape)."""
+def capped(f: Tensor, cap: float | None) -> Tensor:
+    """``f`` with each particle's vector (last axis of (batch, n, 3) states; each entry of flat
+    states) scaled down to norm ``cap``: ``f · cap / max(cap, |f|)``; ``f`` itself when ``cap``
+    is None. A force at a clash (two atoms on top of each other in an interpolant's middle)
+    would throw an explicit transport step far away; the capped one cannot, and forces below
+    the cap (every force at the end-state samples, for a cap above them) are unchanged."""
+    if cap is None:
+        return f
+    norm = f.norm(dim=-1, keepdim=True) if f.dim() >= 3 else f.abs()
+    return f * (cap / torch.clamp(norm, min=cap))
+
+
+def end_score_mix(t: Tensor, x: Tensor, energy_a: Energy, energy_b: Energy,
+                  cap: float | None = None) -> Tensor:
+    """``(1 − t)(−∇u_a(x)) + t(−∇u_b(x))``, shape (batch, *event_shape), each end score
+    :func:`capped` at ``cap``."""
     w = _col(t, x)
-    return (1 - w) * end_score(energy_a, x) + w * end_score(energy_b, x)
+    return ((1 - w) * capped(end_score(energy_a, x), cap)
+            + w * capped(end_score(energy_b, x), cap))
 
 
 class EnergyFeatures(nn.Module):
@@ -100,17 +115,19 @@ class EnergyInformedScore(Field):
     """``s(t, x) = (1 − t)(−∇u_a(x)) + t(−∇u_b(x)) + t(1 − t) · correction(t, x)``.
 
     Equals the true end-state scores at t = 0 and t = 1 whatever the correction; the network
-    only learns the middle. Costs two energy gradients per evaluation.
+    only learns the middle. Costs two energy gradients per evaluation. With ``cap``, each end
+    score is :func:`capped` (exact wherever the forces are below it).
     """
 
-    def __init__(self, correction: Field, energy_a: Energy, energy_b: Energy):
+    def __init__(self, correction: Field, energy_a: Energy, energy_b: Energy,
+                 cap: float | None = None):
         super().__init__()
         self.correction = correction
-        self.energy_a, self.energy_b = energy_a, energy_b
+        self.energy_a, self.energy_b, self.cap = energy_a, energy_b, cap
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         w = _col(t, x)
-        mix = end_score_mix(t, x, self.energy_a, self.energy_b)
+        mix = end_score_mix(t, x, self.energy_a, self.energy_b, self.cap)
         return mix + w * (1 - w) * self.correction(t, x)
 
 
@@ -120,14 +137,16 @@ class EnergyInformedVelocity(Field):
     The exact velocity splits as ``b = E[α' x_a + β' x_b | x] − γγ' s`` and, for
     ``γ = sqrt(a t (1 − t))``, ``γγ' = ½ a (1 − 2t)``: the stiff score part near the ends is
     supplied from the end-state energies, so the network learns the smooth conditional mean.
-    ``a`` is the schedule's noise amplitude (``schedule.a``).
+    ``a`` is the schedule's noise amplitude (``schedule.a``); ``cap`` as in
+    :class:`EnergyInformedScore`.
     """
 
-    def __init__(self, net: Field, energy_a: Energy, energy_b: Energy, a: float):
+    def __init__(self, net: Field, energy_a: Energy, energy_b: Energy, a: float,
+                 cap: float | None = None):
         super().__init__()
         self.net, self.a = net, float(a)
-        self.energy_a, self.energy_b = energy_a, energy_b
+        self.energy_a, self.energy_b, self.cap = energy_a, energy_b, cap
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         k = 0.5 * self.a * (1 - 2 * _col(t, x))
-        return self.net(t, x) - k * end_score_mix(t, x, self.energy_a, self.energy_b)
+        return self.net(t, x) - k * end_score_mix(t, x, self.energy_a, self.energy_b, self.cap)

@@ -12,6 +12,7 @@ from ..fields import (
     EnergyFeatures,
     EnergyInformedScore,
     EnergyInformedVelocity,
+    FrameField,
     MLPField,
     ScaledScore,
     Tube,
@@ -26,8 +27,8 @@ __all__ = ["build_fields", "make_grid", "make_process", "needs_scores", "needs_w
 
 
 def network(problem: TwoStateProblem, cfg: FieldsConfig, features=None) -> torch.nn.Module:
-    """One network of the kind ``cfg.network`` asks for (mlp, egnn or cnn); ``features``
-    (mlp only) are extra inputs."""
+    """One network of the kind ``cfg.network`` asks for (mlp, egnn, frame_mlp or cnn);
+    ``features`` (mlp only) are extra inputs."""
     if cfg.network == "egnn":
         key = "atom_types" if cfg.atom_types == "name" else "element_types"
         if key not in problem.metadata:
@@ -36,11 +37,26 @@ def network(problem: TwoStateProblem, cfg: FieldsConfig, features=None) -> torch
                              "network = 'mlp'.")
         return EGNNField(problem.metadata[key], cfg.hidden, cfg.depth, cfg.n_frequencies,
                          length_scale=cfg.length_scale)
+    if cfg.network == "frame_mlp":
+        return _frame_mlp(problem, cfg)
     if cfg.network == "cnn":
         return CNNField(problem.event_shape, cfg.hidden, cfg.depth,
                         n_frequencies=cfg.n_frequencies)
     return MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies,
                     features=features)
+
+
+def _frame_mlp(problem: TwoStateProblem, cfg: FieldsConfig) -> FrameField:
+    atoms = cfg.frame_atoms or problem.metadata.get("frame_atoms")
+    if len(problem.event_shape) != 2 or problem.event_shape[1] != 3 or not atoms:
+        raise ValueError(f"fields.network 'frame_mlp' needs states of shape (n_atoms, 3) and "
+                         f"three frame atoms (fields.frame_atoms or the system's "
+                         f"metadata['frame_atoms']); {problem.name} has shape "
+                         f"{tuple(problem.event_shape)} and frame atoms {atoms!r}. Set "
+                         "fields.frame_atoms = [i, j, k] (three bonded atoms) or use "
+                         "network = 'egnn'.")
+    inner = MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies)
+    return FrameField(inner, problem.event_shape[0], atoms, cfg.length_scale)
 
 
 def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
@@ -62,9 +78,9 @@ def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
         b = Tube(b, schedule, *widths, features, "velocity")
         s = Tube(s, schedule, *widths, features, "mean")
     if cfg.informed_velocity:
-        b = EnergyInformedVelocity(b, ea, eb, schedule.a)
+        b = EnergyInformedVelocity(b, ea, eb, schedule.a, cfg.force_cap or None)
     if cfg.informed_score:
-        s = EnergyInformedScore(s, ea, eb)
+        s = EnergyInformedScore(s, ea, eb, cfg.force_cap or None)
     elif cfg.denoiser_score:
         s = DenoiserScore(s, schedule, *widths)
     elif cfg.scaled_score:

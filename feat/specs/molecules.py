@@ -157,6 +157,7 @@ class _ALDPSpec:
         etypes, evocab = atom_types_from_topology(ts.topology, by="element")
         return {"com_free": True, "atom_types": types, "atom_type_names": vocab,
                 "element_types": etypes, "elements": evocab, "phi_indices": list(_PHI),
+                "frame_atoms": list(_PHI[1:]),
                 "temperature_K": self.temperature, "md_a": info_a, "md_b": info_b,
                 "sampling_cost": total_cost(*({"sampling_steps": i["md_steps"],
                                                "gradient_evals": i["md_steps"]}
