@@ -54,7 +54,9 @@ class FieldsConfig:
     from the end-state scores) so it predicts O(1) numbers; ``informed_*`` add the end-state
     scores (exact at t = 0 and 1, but large in the middle when the states barely overlap);
     ``force_cap`` > 0 caps each particle's end-state score at that norm inside them (so a clash
-    in an interpolant's middle cannot throw a transport step away; 0 = no cap).
+    in an interpolant's middle cannot throw a transport step away; 0 = no cap);
+    ``informed_power`` p ≥ 1 weights the informed score's end scores by ``(1 − t)^p`` and
+    ``t^p`` (exact at the ends, the network's in the middle).
     ``denoiser_score`` (in place of ``scaled_score``) makes the score network predict a denoised
     point, ``s = (net − x) / σ_t²``: piecewise constant for mixtures of narrow features.
     ``energy_features`` (mlp only) feeds both networks ``σ_a² (−∇u_a(x))`` and
@@ -79,6 +81,7 @@ class FieldsConfig:
     energy_features: bool = False
     tube_prior: bool = False
     force_cap: float = 0.0
+    informed_power: float = 1.0
 
     def __post_init__(self):
         _check_range(self, "hidden", 1)
@@ -91,6 +94,12 @@ class FieldsConfig:
         if not self.force_cap >= 0:
             raise ConfigError(f"fields.force_cap must be >= 0 (0 = no cap); got "
                               f"{self.force_cap}.")
+        if not self.informed_power >= 1:
+            raise ConfigError(f"fields.informed_power must be >= 1; got {self.informed_power}.")
+        if self.informed_power != 1 and not self.informed_score:
+            raise ConfigError("fields.informed_power weights the informed score's end scores; "
+                              "set informed_score = true (scaled_score = false) or "
+                              "informed_power = 1.")
         if self.force_cap and not (self.informed_score or self.informed_velocity):
             raise ConfigError("fields.force_cap caps the end-state scores of the informed "
                               "fields; set informed_score or informed_velocity = true, or "

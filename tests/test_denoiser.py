@@ -243,11 +243,20 @@ def test_informed_score_with_a_cap_is_exact_where_forces_are_small_and_bounded_a
     torch.testing.assert_close(cap(t, near), plain(t, near))
     far = torch.full((3, 2), 40.0, dtype=torch.float64)               # forces ~ 160 and 975
     assert plain(t, far).abs().max() > 100 and cap(t, far).abs().max() <= 20.0 + 1e-12
+    # power p: still the exact end scores at t = 0 and 1, (1 − t)^p and t^p between
+    steep = EnergyInformedScore(zero, ea, eb, power=8.0)
+    torch.testing.assert_close(steep(t[[0, 2]], near[[0, 2]]), plain(t[[0, 2]], near[[0, 2]]))
+    mid = torch.tensor([0.5], dtype=torch.float64)
+    torch.testing.assert_close(steep(mid, near[1:2]), plain(mid, near[1:2]) / 2**7)
 
 
-def test_force_cap_is_checked():
+def test_force_cap_and_informed_power_are_checked():
     assert FieldsConfig(informed_score=True, scaled_score=False, force_cap=300.0).force_cap == 300
     with pytest.raises(ConfigError, match="force_cap must be >= 0"):
         FieldsConfig(informed_score=True, scaled_score=False, force_cap=-1.0)
     with pytest.raises(ConfigError, match="force_cap caps the end-state scores of the informed"):
         FieldsConfig(force_cap=10.0)
+    with pytest.raises(ConfigError, match="informed_power must be >= 1"):
+        FieldsConfig(informed_score=True, scaled_score=False, informed_power=0.5)
+    with pytest.raises(ConfigError, match="informed_power weights the informed score"):
+        FieldsConfig(informed_power=4.0)

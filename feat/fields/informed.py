@@ -49,12 +49,13 @@ def capped(f: Tensor, cap: float | None) -> Tensor:
 
 
 def end_score_mix(t: Tensor, x: Tensor, energy_a: Energy, energy_b: Energy,
-                  cap: float | None = None) -> Tensor:
-    """``(1 − t)(−∇u_a(x)) + t(−∇u_b(x))``, shape (batch, *event_shape), each end score
-    :func:`capped` at ``cap``."""
+                  cap: float | None = None, power: float = 1.0) -> Tensor:
+    """``(1 − t)^p (−∇u_a(x)) + t^p (−∇u_b(x))``, shape (batch, *event_shape), each end score
+    :func:`capped` at ``cap``; ``p = power`` ≥ 1 (above 1 the end scores fade faster away from
+    their end)."""
     w = _col(t, x)
-    return ((1 - w) * capped(end_score(energy_a, x), cap)
-            + w * capped(end_score(energy_b, x), cap))
+    return ((1 - w) ** power * capped(end_score(energy_a, x), cap)
+            + w ** power * capped(end_score(energy_b, x), cap))
 
 
 class EnergyFeatures(nn.Module):
@@ -116,18 +117,20 @@ class EnergyInformedScore(Field):
 
     Equals the true end-state scores at t = 0 and t = 1 whatever the correction; the network
     only learns the middle. Costs two energy gradients per evaluation. With ``cap``, each end
-    score is :func:`capped` (exact wherever the forces are below it).
+    score is :func:`capped` (exact wherever the forces are below it); with ``power`` p > 1 the
+    end scores enter as ``(1 − t)^p`` and ``t^p`` (still exact at the ends), leaving the middle
+    to the network, where forces at an interpolant's clashing morphs would be large.
     """
 
     def __init__(self, correction: Field, energy_a: Energy, energy_b: Energy,
-                 cap: float | None = None):
+                 cap: float | None = None, power: float = 1.0):
         super().__init__()
         self.correction = correction
-        self.energy_a, self.energy_b, self.cap = energy_a, energy_b, cap
+        self.energy_a, self.energy_b, self.cap, self.power = energy_a, energy_b, cap, power
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         w = _col(t, x)
-        mix = end_score_mix(t, x, self.energy_a, self.energy_b, self.cap)
+        mix = end_score_mix(t, x, self.energy_a, self.energy_b, self.cap, self.power)
         return mix + w * (1 - w) * self.correction(t, x)
 
 

@@ -80,7 +80,7 @@ def build_fields(problem: TwoStateProblem, cfg: FieldsConfig, schedule,
     if cfg.informed_velocity:
         b = EnergyInformedVelocity(b, ea, eb, schedule.a, cfg.force_cap or None)
     if cfg.informed_score:
-        s = EnergyInformedScore(s, ea, eb, cfg.force_cap or None)
+        s = EnergyInformedScore(s, ea, eb, cfg.force_cap or None, cfg.informed_power)
     elif cfg.denoiser_score:
         s = DenoiserScore(s, schedule, *widths)
     elif cfg.scaled_score:
