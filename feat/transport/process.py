@@ -191,12 +191,20 @@ class ODEProcess(Process):
 
     def init_state(self, t, x, generator=None):
         """``b(t, x)`` and the Jacobian ``J_b`` (exact) or a probe ``vᵀ J_b v`` (Hutchinson)."""
+        if self.divergence == "exact":
+            return self._velocity_and_jacobian(t, x)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             b = self._project(self.velocity(as_time(t, xg), xg).to(torch.float64)).flatten(1)
-            exact = self.divergence == "exact"
-            q = self._jacobian(b, xg) if exact else self._probe(b, xg, generator)
+            q = self._probe(b, xg, generator)
         return b.detach().reshape(x.shape), q.detach()
+
+    def _velocity_and_jacobian(self, t, x) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            b = self._project(self.velocity(as_time(t, xg), xg).to(torch.float64)).flatten(1)
+            jac = self._jacobian(b, xg)
+        return b.detach().reshape(x.shape), jac.detach()
 
     def propose(self, t, t_next, x, state, generator):
         h = t_next - t
@@ -210,10 +218,30 @@ class ODEProcess(Process):
             diff = float((y_new - y).abs().max())
             if diff < self.tol or _stalled(diff, previous, y_new):
                 return y_new
+            if diff > previous:  # h·Lip(b) > 1 here: fixed points repel; Newton's method
+                break
             y, previous = y_new, diff
-        raise RuntimeError(f"an implicit (reverse) ODE step from t = {t:.6g} did not converge in "
-                           f"{self.max_iter} iterations: h = {h:.3g} is too large for this "
-                           "velocity field. Use more grid points (transport.n_points).")
+        return self._newton(t, t_next, x, x + h * state[0])
+
+    def _newton(self, t, t_next, x, y):
+        """Solve ``y = x + h b(t_next, y)`` by Newton's method with the exact Jacobian: for
+        stiff fields (``h·Lip(b) > 1``) where fixed-point iteration diverges though the
+        forward Euler map is still invertible (``I − h J_b`` nonsingular)."""
+        h = t_next - t
+        eye = torch.eye(y[0].numel(), dtype=torch.float64, device=y.device)
+        previous = math.inf
+        for _ in range(self.max_iter):
+            b, jac = self._velocity_and_jacobian(t_next, y)
+            residual = (y - x - h * b).flatten(1)
+            diff = float(residual.abs().max())
+            if diff < self.tol or _stalled(diff, previous, y):
+                return y
+            step = torch.linalg.solve(eye - h * jac, residual.unsqueeze(-1)).squeeze(-1)
+            y, previous = (y.flatten(1) - step).reshape(y.shape), diff
+        raise RuntimeError(f"an implicit (reverse) ODE step from t = {t:.6g} did not converge "
+                           f"(fixed-point iteration, then Newton's method, {self.max_iter} "
+                           f"iterations each): h = {h:.3g} is too large for this velocity "
+                           "field. Use more grid points (transport.n_points).")
 
     def log_ratio(self, t, t_next, x, x_next, state, generator=None):
         h, nxt = t_next - t, self.init_state(t_next, x_next, generator)
