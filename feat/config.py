@@ -286,7 +286,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                    tuple: "[6, 8, 14]"}.get(tp, "")
         fix = f" Write it as a TOML {tp.__name__}, e.g. {example}." if example else ""
         raise ConfigError(
-            f"{where} must be of type {'array' if tp is tuple else tp.__name__}; got {value!r} ({type(value).__name__})."
+            f"{where} must be of type {'array' if tp is tuple else tp.__name__}; got "
+            f"{value!r} ({type(value).__name__})."
             + fix
         )
     return value

@@ -37,14 +37,15 @@ def scaled_force(energy: Energy, sigma: float, x: Tensor) -> Tensor:
 
 
 def capped(f: Tensor, cap: float | None) -> Tensor:
-    """``f`` with each particle's vector (last axis of (batch, n, 3) states; each entry of flat
-    states) scaled down to norm ``cap``: ``f · cap / max(cap, |f|)``; ``f`` itself when ``cap``
+    """``f`` with each particle's vector (last axis of (batch, n, 3) states; each entry of any
+    other state) scaled down to norm ``cap``: ``f · cap / max(cap, |f|)``; ``f`` itself when ``cap``
     is None. A force at a clash (two atoms on top of each other in an interpolant's middle)
     would throw an explicit transport step far away; the capped one cannot, and forces below
     the cap (every force at the end-state samples, for a cap above them) are unchanged."""
     if cap is None:
         return f
-    norm = f.norm(dim=-1, keepdim=True) if f.dim() >= 3 else f.abs()
+    particles = f.dim() == 3 and f.shape[-1] == 3
+    norm = f.norm(dim=-1, keepdim=True) if particles else f.abs()
     return f * (cap / torch.clamp(norm, min=cap))
 
 
