@@ -23,6 +23,9 @@ class MLPField(Field):
     scale : fixed output scale so the network itself predicts O(1) numbers.
     features : optional module ``x ↦ (batch, features.size)`` of extra inputs (e.g.
         :class:`~feat.fields.informed.EnergyFeatures`).
+    periods : optional period of each flattened coordinate (0: not periodic); a periodic
+        coordinate enters as ``cos(2π x / L)``, ``sin(2π x / L)``, so the field is periodic in
+        it (angles, e.g. the dihedrals of :mod:`feat.energies.internal`).
 
     Parameters are float32 by default; inputs of any dtype are cast in and the output cast back.
     """
@@ -35,13 +38,22 @@ class MLPField(Field):
         n_frequencies: int = 8,
         scale: float = 1.0,
         features: nn.Module | None = None,
+        periods=None,
     ):
         super().__init__()
         self.event_shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
         d = math.prod(self.event_shape)
         self.embed = FourierTimeEmbedding(n_frequencies)
         self.features = features
-        layers, width = [], d + self.embed.dim + (features.size if features is not None else 0)
+        periods = torch.zeros(d) if periods is None else torch.as_tensor(periods).double()
+        if periods.shape != (d,) or not bool((torch.isfinite(periods) & (periods >= 0)).all()):
+            raise ValueError(f"periods must give each of the {d} coordinates a finite period "
+                             f">= 0 (0: not periodic); got shape {tuple(periods.shape)}.")
+        self.register_buffer("periodic", torch.nonzero(periods > 0).squeeze(-1), persistent=False)
+        self.register_buffer("plain", torch.nonzero(periods == 0).squeeze(-1), persistent=False)
+        self.register_buffer("frequency", 2 * math.pi / periods[periods > 0], persistent=False)
+        width = len(self.plain) + 2 * len(self.periodic)
+        layers, width = [], width + self.embed.dim + (features.size if features is not None else 0)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
@@ -51,6 +63,13 @@ class MLPField(Field):
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         dtype = self.net[0].weight.dtype
-        parts = [x.flatten(1)] + ([self.features(x)] if self.features is not None else [])
+        parts = [self._inputs(x.flatten(1))]
+        parts += [self.features(x)] if self.features is not None else []
         h = torch.cat([p.to(dtype) for p in parts] + [self.embed(t.to(dtype))], dim=-1)
         return (self.scale * self.net(h)).reshape(x.shape).to(x.dtype)
+
+    def _inputs(self, x: Tensor) -> Tensor:
+        if not len(self.periodic):
+            return x
+        angle = x[:, self.periodic] * self.frequency.to(x.dtype)
+        return torch.cat([x[:, self.plain], torch.cos(angle), torch.sin(angle)], dim=-1)

@@ -43,7 +43,7 @@ def network(problem: TwoStateProblem, cfg: FieldsConfig, features=None) -> torch
         return CNNField(problem.event_shape, cfg.hidden, cfg.depth,
                         n_frequencies=cfg.n_frequencies)
     return MLPField(problem.event_shape, cfg.hidden, cfg.depth, cfg.n_frequencies,
-                    features=features)
+                    features=features, periods=problem.metadata.get("periods"))
 
 
 def _frame_mlp(problem: TwoStateProblem, cfg: FieldsConfig) -> FrameField:

@@ -37,6 +37,7 @@ import torch
 from ..accounting import total_cost
 from ..config import ReferenceConfig
 from ..energies.base import Energy
+from ..energies.internal import ZMatrix, internal_problem
 from ..energies.openmm import OpenMMEnergy
 from ..energies.scaling import rescale_problem
 from ..energies.states import BasinRestrictedEnergy, Dihedral, Interval, scale_gb_charges
@@ -71,6 +72,7 @@ class _ALDPSpec:
     progress: bool = True
     reference: float = math.nan       # reference ΔF in kT, if known
     coordinate_scale: float = 20.0    # the problem's units per nm (the paper: x_net = 20 x_nm)
+    coordinates: str = "cartesian"    # or "internal": whitened bonds, angles, dihedrals
 
     def __post_init__(self):
         ints = ("n_samples_a", "n_samples_b", "equilibration_steps", "production_steps",
@@ -85,6 +87,10 @@ class _ALDPSpec:
         if not (math.isfinite(self.coordinate_scale) and self.coordinate_scale > 0):
             raise ValueError(f"system.coordinate_scale must be a finite number > 0 (problem "
                              f"units per nm; the paper uses 20); got {self.coordinate_scale}.")
+        if self.coordinates not in ("cartesian", "internal"):
+            raise ValueError(f"system.coordinates must be 'cartesian' (positions, "
+                             f"coordinate_scale units per nm) or 'internal' (whitened bonds, "
+                             f"angles and dihedrals); got {self.coordinates!r}.")
         if self.hydrogen_mass and not 1.0 < self.hydrogen_mass < 6.0:
             raise ValueError(f"system.hydrogen_mass must be 0 (off) or in (1, 6) amu; got "
                              f"{self.hydrogen_mass}.")
@@ -167,10 +173,15 @@ class _ALDPSpec:
     def _reference(self) -> float | None:
         return None if math.isnan(self.reference) else float(self.reference)
 
-    def _problem(self, ea, eb, xa, xb, sa, sb, name: str, metadata: dict) -> TwoStateProblem:
-        """The problem in nm, then rescaled to ``coordinate_scale`` units per nm."""
+    def _problem(self, ea, eb, xa, xb, sa, sb, name: str, metadata: dict,
+                 topology) -> TwoStateProblem:
+        """The problem in nm, then rescaled to ``coordinate_scale`` units per nm, or mapped to
+        whitened internal coordinates (``coordinates = "internal"``, the Z-matrix of the
+        topology's bonds; :mod:`feat.energies.internal`)."""
         problem = TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
                                   reference=self._reference(), name=name, metadata=metadata)
+        if self.coordinates == "internal":
+            return internal_problem(problem, ZMatrix.from_topology(topology))
         return rescale_problem(problem, self.coordinate_scale)
 
 
@@ -203,7 +214,7 @@ class ALDPSolvationSpec(_ALDPSpec):
             states.append((energy, *self._samples(ts_state, energy, out, tag, salt=salt)))
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
         return self._problem(ea, eb, xa, xb, sa, sb,
-                             "aldp_s", self._metadata(ts, ia, ib))
+                             "aldp_s", self._metadata(ts, ia, ib), ts.topology)
 
     def _state(self, ts, lam: float) -> tuple[OpenMMEnergy, Path, SimpleNamespace]:
         """State λ: its energy, its MD cache folder and the system MD runs on."""
@@ -288,7 +299,7 @@ class ALDPBasinSpec(_ALDPSpec):
             states.append((energy, *self._samples(ts, energy, out, tag, (restraint,), salt)))
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
         return self._problem(ea, eb, xa, xb, sa, sb,
-                             "aldp_t", self._metadata(ts, ia, ib))
+                             "aldp_t", self._metadata(ts, ia, ib), ts.topology)
 
     def mbar_reference(self, config: ReferenceConfig) -> LadderReference:
         """Umbrella sampling over the whole φ circle and MBAR, then ``F_b − F_a`` by basin.
