@@ -9,9 +9,9 @@ import torch
 from feat import FunctionEnergy, TwoStateProblem
 from feat.config import ConfigError, resolve
 from feat.fields import FrameField, MLPField, local_frame
+from feat.interpolants import LinearSchedule
 from feat.interpolants.alignment import random_rotation
 from feat.pipeline import build_fields
-from feat.interpolants import LinearSchedule
 
 N = 7
 

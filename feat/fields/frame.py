@@ -1,4 +1,4 @@
-r"""Rotation-equivariant fields for molecules by evaluating a plain network in a molecule-fixed frame.
+r"""Rotation-equivariant fields for molecules: a plain network evaluated in a molecule frame.
 
 Three atoms ``(i, j, k)`` define a right-handed orthonormal frame of a configuration ``x``
 (batch, N, 3):
