@@ -195,6 +195,10 @@ def run_entry(entry: BenchEntry, seed: int, run_root: str | Path = "runs/bench",
         with counter.phase("problem"):
             gen = torch.Generator().manual_seed(config.seed)
             problem = counted_problem(build_problem(config.system, gen), counter)
+        cost = problem.metadata.get("sampling_cost")
+        if cost:  # the MD that made the end-state samples (also from a cache), as `feat run`
+            counter.add(gradient=cost["gradient_evals"], sampling=cost["sampling_steps"],
+                        phase="end-state sampling")
         with counter.phase(entry.method):
             if entry.method == "switching":
                 from .baselines import run_switching

@@ -141,3 +141,23 @@ def test_main_lists_the_catalog(catalog, capsys):
 def test_isolated_run_in_a_fresh_process(catalog, tmp_path):
     (rec,) = run_benchmarks(["tiny-switching"], catalog=catalog, run_root=tmp_path)
     assert "error" not in rec and rec["threads"] == 1 and rec["memory_mib"]["rss_mib"] > 0
+
+
+def test_end_state_sampling_cost_enters_the_record(catalog, tmp_path, monkeypatch):
+    """Samples made by MD/HMC (metadata['sampling_cost']) are charged to the record, as in
+    `feat run`, so force budgets compare whole methods."""
+    import feat.specs
+
+    build = feat.specs.build_problem
+
+    def with_cost(system, gen):
+        problem = build(system, gen)
+        problem.metadata["sampling_cost"] = {"gradient_evals": 1234, "sampling_steps": 1234}
+        return problem
+
+    monkeypatch.setattr(feat.specs, "build_problem", with_cost)
+    entries, _ = load_catalog(catalog)
+    rec = run_entry(entries["tiny-switching"], 0, tmp_path)
+    phase = rec["counts"]["phases"]["end-state sampling"]
+    assert phase["gradient_evals"] == 1234 and phase["sampling_steps"] == 1234
+    assert rec["estimator_evals"] == rec["counts"]["phases"]["switching"]["energy_evals"]

@@ -2,6 +2,10 @@
 
     python systems/aldp_s/force_budget.py RUN_DIR [--reference systems/aldp_s/reference.json]
                                                  [--out systems/aldp_s/force_budget.json]
+    python systems/aldp_s/force_budget.py BENCH.json --entry NAME [...]
+
+The second form reads the newest record of a ``feat bench`` entry (any method, e.g. the
+switching baseline, whose record also holds the end-state MD) from a bench JSON file.
 
 FEAT's cost is what the run's ``results.json`` accounted: the gradient (force) evaluations of
 its end-state MD (the ``end-state sampling`` phase: every MD step of both end states,
@@ -18,11 +22,24 @@ import json
 from pathlib import Path
 
 
-def budget(run_dir: Path, reference: Path) -> dict:
-    res = json.loads((run_dir / "results.json").read_text())
-    acc, est = res["accounting"], res["estimate"]
+def _source(path: Path, entry: str | None) -> tuple[dict, dict, str | None, str]:
+    """(accounting, estimate, command, method) of a run folder or of a bench entry's newest record."""
+    if path.is_dir():
+        res = json.loads((path / "results.json").read_text())
+        return (res["accounting"], res["estimate"], res.get("provenance", {}).get("command"),
+                "feat")
+    records = [r for r in json.loads(path.read_text())["records"] if r["entry"] == entry]
+    if not records:
+        raise SystemExit(f"{path} holds no record of bench entry {entry!r}: give --entry NAME "
+                         "of an entry it holds, or a run folder.")
+    r = max(records, key=lambda r: r.get("date", ""))
+    return r["counts"], r["estimate"], f"feat bench {entry} --seeds {r['seed']}", r["method"]
+
+
+def budget(run_dir: Path, reference: Path, entry: str | None = None) -> dict:
+    acc, est, command, method = _source(run_dir, entry)
     if "end-state sampling" not in acc["phases"]:
-        raise SystemExit(f"{run_dir}/results.json has no 'end-state sampling' phase: rerun it "
+        raise SystemExit(f"{run_dir} has no 'end-state sampling' phase: rerun it "
                          "with this feat (it records the MD that made the samples).")
     feat_forces = acc["total"]["gradient_evals"]
     ref = json.loads(reference.read_text())
@@ -32,10 +49,10 @@ def budget(run_dir: Path, reference: Path) -> dict:
     scale = (mbar["sigma"] / est["sigma"]) ** 2
     mbar_equal = sum(eq + (w["md_steps"] - eq) * scale for w in windows)
     return {
-        "feat": {"run": str(run_dir), "delta_f": est["delta_f"], "sigma": est["sigma"],
+        "feat": {"run": str(run_dir), "method": method, "delta_f": est["delta_f"], "sigma": est["sigma"],
                  "force_evals": feat_forces,
                  "by_phase": {k: v["gradient_evals"] for k, v in acc["phases"].items()},
-                 "command": res.get("provenance", {}).get("command")},
+                 "command": command},
         "mbar": {"delta_f": mbar["delta_f"], "sigma": mbar["sigma"], "windows": len(windows),
                  "force_evals": mbar_forces, "force_evals_at_feat_sigma": round(mbar_equal)},
         "ratio_feat_over_mbar_at_equal_sigma": feat_forces / mbar_equal,
@@ -46,14 +63,15 @@ def budget(run_dir: Path, reference: Path) -> dict:
 def main() -> None:
     here = Path(__file__).parent
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a run folder, or a bench JSON with --entry")
+    p.add_argument("--entry", help="the bench entry whose newest record to read")
     p.add_argument("--reference", type=Path, default=here / "reference.json")
     p.add_argument("--out", type=Path, default=here / "force_budget.json")
     a = p.parse_args()
-    out = budget(a.run_dir, a.reference)
+    out = budget(a.run_dir, a.reference, a.entry)
     a.out.write_text(json.dumps(out, indent=2) + "\n")
     f, m = out["feat"], out["mbar"]
-    print(f"FEAT  {f['delta_f']:.3f} ± {f['sigma']:.3f} kT with {f['force_evals']:,} force "
+    print(f"{f['method']}  {f['delta_f']:.3f} ± {f['sigma']:.3f} kT with {f['force_evals']:,} force "
           f"evaluations {f['by_phase']}")
     print(f"MBAR  {m['delta_f']:.3f} ± {m['sigma']:.3f} kT with {m['force_evals']:,}; at σ = "
           f"{f['sigma']:.3f}: {m['force_evals_at_feat_sigma']:,}")
