@@ -75,7 +75,7 @@ def main() -> None:
           f"evaluations {f['by_phase']}")
     print(f"MBAR  {m['delta_f']:.3f} ± {m['sigma']:.3f} kT with {m['force_evals']:,}; at σ = "
           f"{f['sigma']:.3f}: {m['force_evals_at_feat_sigma']:,}")
-    print(f"ratio FEAT / MBAR at equal σ = {out['ratio_feat_over_mbar_at_equal_sigma']:.2f} "
+    print(f"ratio {f['method']} / MBAR at equal σ = {out['ratio_feat_over_mbar_at_equal_sigma']:.2f} "
           f"(target ≤ 1/3); written to {a.out}")
 
 
