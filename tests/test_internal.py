@@ -186,3 +186,19 @@ def test_aldp_spec_builds_internal_coordinates(tmp_path):
     assert phi.shape == (5,)
     with pytest.raises(ValueError, match="system.coordinates"):
         build_problem({**spec, "coordinates": "polar"}, torch.Generator())
+
+
+def test_periodic_coordinates_pair_along_the_shorter_arc():
+    from feat.interpolants.couplings import MinibatchOTCoupling, lift_periodic, minimal_image
+
+    periods = torch.tensor([0.0, 1.0])
+    d = torch.tensor([[0.7, 0.7], [-0.7, -0.7], [2.3, 0.2]])
+    assert torch.allclose(minimal_image(d, periods),
+                          torch.tensor([[0.7, -0.3], [-0.7, 0.3], [2.3, 0.2]]))
+    x_a = torch.tensor([[0.0, 0.1], [0.0, 0.45]])
+    x_b = torch.tensor([[0.0, 0.95], [0.0, 0.5]])
+    assert MinibatchOTCoupling()(x_a, x_b).tolist() == [1, 0]  # Euclidean: 0.1 ↔ 0.5
+    assert MinibatchOTCoupling(periods)(x_a, x_b).tolist() == [0, 1]  # torus: 0.1 ↔ 0.95
+    lifted = lift_periodic(x_a, x_b, periods)
+    assert torch.allclose(lifted, torch.tensor([[0.0, -0.05], [0.0, 0.5]]))
+    assert torch.allclose(torch.cos(2 * math.pi * (lifted - x_b)[:, 1]), torch.ones(2))

@@ -119,3 +119,17 @@ def test_interpolant_noise_is_configurable_and_validated():
         TrainingConfig(noise_a=0.0)
     with pytest.raises(ValueError, match="training.noise_g0"):
         TrainingConfig(noise_g0=-1.0)
+
+
+def test_periodic_coordinates_are_paired_along_the_shorter_arc_unless_unrolled():
+    problem = _gaussian_problem(n=200)
+    problem.metadata["periods"] = [0.0, 1.0]  # the second coordinate lives on a circle
+    pairs = {}
+    for shortest in (True, False):
+        tr = Trainer(problem, MLPField(2, 8, 1), MLPField(2, 8, 1),
+                     TrainingConfig(steps=1, batch_size=64, coupling="ot",
+                                    shortest_arc=shortest),
+                     generator=torch.Generator().manual_seed(0))
+        x_a, x_b, _ = tr._batch()
+        pairs[shortest] = (x_b - x_a)[:, 1].abs().max().item()
+    assert pairs[True] <= 0.5 + 1e-6 < pairs[False]

@@ -9,7 +9,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["Coupling", "IndependentCoupling", "MinibatchOTCoupling", "PermKabschOTCoupling"]
+__all__ = ["Coupling", "IndependentCoupling", "MinibatchOTCoupling", "PermKabschOTCoupling",
+           "lift_periodic", "minimal_image"]
 
 
 class Coupling(abc.ABC):
@@ -34,13 +35,40 @@ class IndependentCoupling(Coupling):
 class MinibatchOTCoupling(Coupling):
     """Exact assignment on squared Euclidean cost (scipy's ``linear_sum_assignment``).
 
-    Reorders ``x_b`` so that ``Σ_i |x_a,i − x_b,i|²`` is minimal over permutations.
+    Reorders ``x_b`` so that ``Σ_i |x_a,i − x_b,i|²`` is minimal over permutations. With
+    ``periods`` (one per flattened coordinate, 0: not periodic) a periodic coordinate's
+    difference is its minimal image (:func:`minimal_image`): the cost on the torus.
     """
 
+    def __init__(self, periods: Tensor | None = None):
+        self.periods = None if periods is None else torch.as_tensor(periods).double()
+
     def __call__(self, x_a, x_b):
-        cost = torch.cdist(x_a.flatten(1).double(), x_b.flatten(1).double()) ** 2
+        a, b = x_a.flatten(1).double(), x_b.flatten(1).double()
+        if self.periods is None or not bool((self.periods > 0).any()):
+            cost = torch.cdist(a, b) ** 2
+        else:
+            cost = (minimal_image(b[None] - a[:, None], self.periods.to(a.device)) ** 2).sum(-1)
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         return torch.as_tensor(cols[np.argsort(rows)], device=x_b.device)
+
+
+def minimal_image(d: Tensor, periods: Tensor) -> Tensor:
+    """Differences ``d`` (..., n) with each periodic coordinate (``periods > 0``) wrapped into
+    ``[−L/2, L/2)``; the others unchanged."""
+    per = periods.to(d.dtype)
+    wrapped = d - per * torch.floor(d / torch.where(per > 0, per, 1.0) + 0.5)
+    return torch.where(per > 0, wrapped, d)
+
+
+def lift_periodic(x_a: Tensor, x_b: Tensor, periods: Tensor) -> Tensor:
+    """The image of ``x_b`` nearest ``x_a`` in every periodic coordinate: ``x_a + d`` with ``d``
+    the minimal image of ``x_b − x_a``. On the torus it is the same point, so a pair
+    ``(x_a, lift)`` couples the same marginals, and the straight line between them is the
+    shorter arc."""
+    shape = x_b.shape
+    a, b = x_a.flatten(1), x_b.flatten(1)
+    return (a + minimal_image(b - a, periods.to(a.device))).reshape(shape)
 
 
 class PermKabschOTCoupling(MinibatchOTCoupling):

@@ -9,11 +9,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..fields.field import Field
-from ..interpolants.couplings import Coupling, IndependentCoupling, MinibatchOTCoupling
+from ..interpolants.couplings import (
+    Coupling,
+    IndependentCoupling,
+    MinibatchOTCoupling,
+    lift_periodic,
+)
 from ..interpolants.interpolant import Interpolant, InterpolantSample
 from ..losses import LossTerms, interpolant_loss
 from ..problem import TwoStateProblem
@@ -40,6 +45,11 @@ class TrainingConfig:
         (METHOD §2; the paper: 0.05 and 0), in the problem's length units. Keep ``gamma``
         below the narrowest thermal width of the states (e.g. bond lengths of molecules) if
         the fields must resolve it.
+    shortest_arc : for periodic coordinates (the problem's ``metadata["periods"]``, e.g.
+        dihedrals in internal coordinates): pair and interpolate along the shorter arc (the
+        OT cost and each pair use the minimal image; helps when the states share their
+        conformations, as ALDP-S), or (False) along the unrolled representation, so that all
+        mass crosses the circle one way (helps between disjoint basins, as ALDP-T).
     """
 
     steps: int = 2000
@@ -53,6 +63,7 @@ class TrainingConfig:
     checkpoint_every: int = 1000
     noise_a: float = 0.05
     noise_g0: float = 0.0
+    shortest_arc: bool = True
 
     def __post_init__(self):
         checks = {
@@ -90,8 +101,8 @@ class TrainingRecord:
     seconds: float
 
 
-def _coupling(name: str) -> Coupling:
-    return IndependentCoupling() if name == "independent" else MinibatchOTCoupling()
+def _coupling(name: str, periods: Tensor | None = None) -> Coupling:
+    return IndependentCoupling() if name == "independent" else MinibatchOTCoupling(periods)
 
 
 def _aligned(x_a, x_b, s_a, s_b):
@@ -192,7 +203,12 @@ class Trainer:
             for k in ("velocity", "score")
         }
         self.emas = {k: EMA(getattr(self, k), c.ema_decay) for k in ("velocity", "score")}
-        self.coupling = _coupling(c.coupling)
+        periods = self.problem.metadata.get("periods")
+        if periods is None or not c.shortest_arc:
+            self._periods = None
+        else:
+            self._periods = torch.as_tensor(periods, dtype=torch.float64)
+        self.coupling = _coupling(c.coupling, self._periods)
         self.device = _fields_device(self.velocity, self.score)
         dtype = next(self.velocity.parameters()).dtype
         x_a, x_b = self.problem.x_a.cpu(), self.problem.x_b.cpu()
@@ -226,7 +242,10 @@ class Trainer:
         ib = torch.randint(0, self._x_b.shape[0], (n,), generator=g)
         ib = ib[self.coupling(self._x_a[ia], self._x_b[ib])]
         s = (self._s_a[ia], self._s_b[ib]) if self._s_a is not None else (None, None)
-        return self._x_a[ia], self._x_b[ib], s
+        x_b = self._x_b[ib]
+        if self._periods is not None:  # periodic coordinates: pair along the shorter arc
+            x_b = lift_periodic(self._x_a[ia], x_b, self._periods)
+        return self._x_a[ia], x_b, s
 
     def loss(self) -> LossTerms:
         """The total loss on one fresh minibatch (with gradients)."""
