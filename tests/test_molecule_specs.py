@@ -73,7 +73,7 @@ def test_aldp_t_samples_stay_in_their_basins(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["aldp_s", "aldp_t"])
-@pytest.mark.parametrize("preset", [None, "quick"])
+@pytest.mark.parametrize("preset", [None, "quick", "internal"])
 def test_run_files_validate(name, preset):
     config = load_run_config(ROOT / "systems" / name, preset)
     system = dict(config.system)
