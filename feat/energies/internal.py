@@ -30,10 +30,11 @@ each column's period in whitened units is recorded (``metadata["periods"]``): th
 those columns through ``cos`` and ``sin`` (:class:`~feat.fields.mlp.MLPField` ``periods``), so
 the transport is a process on the torus carried by its lift to the real line. Its works are
 those of the torus process: the end energies are periodic, and a step's Gaussian kernels on
-the line equal the wrapped kernels on the circle up to images a period away, ``exp(−L² /
-(16 ε h))`` ≈ 0 for the smallest period ``L`` (≥ 3 whitened units) and a step's noise
-(``2 ε h`` ~ 1e-4). Samples are represented on ``[cut, cut + 2π)`` per column, the cut at the
-least-populated angle of the pooled samples, so that whitening sees each distribution whole.
+the line equal the wrapped kernels on the circle up to images a period away, below
+``exp(−L² / (16 ε h))`` ≈ 0 for the smallest period ``L`` (≥ 3 whitened units) and a step's
+noise (``2 ε h`` ≤ 3e-3 in the runs here). Samples are represented on ``[cut, cut + 2π)`` per
+column, the cut at the least-populated angle of the pooled samples, so that whitening sees
+each distribution whole.
 Where an angle leaves (0, π) or a bond length is not positive, the energy is ``+inf``.
 """
 
