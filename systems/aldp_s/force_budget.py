@@ -23,7 +23,8 @@ from pathlib import Path
 
 
 def _source(path: Path, entry: str | None) -> tuple[dict, dict, str | None, str]:
-    """(accounting, estimate, command, method) of a run folder or of a bench entry's newest record."""
+    """(accounting, estimate, command, method) of a run folder or a bench entry's newest
+    record."""
     if path.is_dir():
         res = json.loads((path / "results.json").read_text())
         return (res["accounting"], res["estimate"], res.get("provenance", {}).get("command"),
@@ -49,7 +50,8 @@ def budget(run_dir: Path, reference: Path, entry: str | None = None) -> dict:
     scale = (mbar["sigma"] / est["sigma"]) ** 2
     mbar_equal = sum(eq + (w["md_steps"] - eq) * scale for w in windows)
     return {
-        "feat": {"run": str(run_dir), "method": method, "delta_f": est["delta_f"], "sigma": est["sigma"],
+        "feat": {"run": str(run_dir), "method": method, "delta_f": est["delta_f"],
+                 "sigma": est["sigma"],
                  "force_evals": feat_forces,
                  "by_phase": {k: v["gradient_evals"] for k, v in acc["phases"].items()},
                  "command": command},
@@ -71,12 +73,13 @@ def main() -> None:
     out = budget(a.run_dir, a.reference, a.entry)
     a.out.write_text(json.dumps(out, indent=2) + "\n")
     f, m = out["feat"], out["mbar"]
-    print(f"{f['method']}  {f['delta_f']:.3f} ± {f['sigma']:.3f} kT with {f['force_evals']:,} force "
-          f"evaluations {f['by_phase']}")
-    print(f"MBAR  {m['delta_f']:.3f} ± {m['sigma']:.3f} kT with {m['force_evals']:,}; at σ = "
-          f"{f['sigma']:.3f}: {m['force_evals_at_feat_sigma']:,}")
-    print(f"ratio {f['method']} / MBAR at equal σ = {out['ratio_feat_over_mbar_at_equal_sigma']:.2f} "
-          f"(target ≤ 1/3); written to {a.out}")
+    ratio = out["ratio_feat_over_mbar_at_equal_sigma"]
+    print(f"{f['method']}  {f['delta_f']:.3f} ± {f['sigma']:.3f} kT with {f['force_evals']:,} "
+          f"force evaluations {f['by_phase']}")
+    print(f"MBAR  {m['delta_f']:.3f} ± {m['sigma']:.3f} kT with {m['force_evals']:,}; "
+          f"at σ = {f['sigma']:.3f}: {m['force_evals_at_feat_sigma']:,}")
+    print(f"ratio {f['method']} / MBAR at equal σ = {ratio:.2f} (target ≤ 1/3); written to "
+          f"{a.out}")
 
 
 if __name__ == "__main__":
