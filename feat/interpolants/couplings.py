@@ -93,6 +93,7 @@ class PermKabschOTCoupling(MinibatchOTCoupling):
     """
 
     def __init__(self, n_iter: int = 10, n_random: int = 4, seed: int = 0):
+        super().__init__()
         self.n_iter, self.n_random, self.seed = n_iter, n_random, seed
 
     def align(self, x_a: Tensor, x_b: Tensor, s_a: Tensor | None = None,
