@@ -358,15 +358,23 @@ class InternalEnergy(Energy):
     def __repr__(self) -> str:
         return f"InternalEnergy({self.base!r}, dim={self.coordinates.dim})"
 
+    def _inside(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows inside the state, and ``u`` (float64) set to ``+inf`` everywhere."""
+        idx = torch.nonzero(self.coordinates.inside(z)).squeeze(-1)
+        return idx, torch.full((z.shape[0],), math.inf, dtype=torch.float64, device=z.device)
+
     def energy(self, z: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.energy_and_score(z)[0]
+        idx, u = self._inside(z)
+        if idx.numel():
+            q = self.coordinates.unwhiten(z[idx].detach())
+            x = self.coordinates.zmatrix.to_cartesian(q)
+            log_j = self.coordinates.zmatrix.log_jacobian(q)
+            u = u.index_put((idx,), self.base(x).double() - log_j)
+        return u.to(z.dtype)
 
     def energy_and_score(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        ok = self.coordinates.inside(z)
-        u = torch.full((z.shape[0],), math.inf, dtype=torch.float64, device=z.device)
+        idx, u = self._inside(z)
         s = torch.zeros(z.shape, dtype=torch.float64, device=z.device)
-        idx = torch.nonzero(ok).squeeze(-1)
         if idx.numel():
             with torch.enable_grad():
                 zg = z[idx].detach().double().requires_grad_(True)
