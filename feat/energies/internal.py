@@ -212,12 +212,12 @@ def _placement(root: int, children: list[list[int]]) -> list[int]:
     first child comes third so that atoms 0-2 form a bonded chain."""
     c1 = children[root][0]
     order = [root, c1, children[c1][0]] if children[c1] else [root, c1]
-    queue = list(order)
-    for a in queue:
+    placed = set(order)
+    for a in order:  # grows while it is walked: breadth first
         for b in children[a]:
-            if b not in order:
+            if b not in placed:
+                placed.add(b)
                 order.append(b)
-                queue.append(b)
     return order
 
 
@@ -317,7 +317,7 @@ class InternalCoordinates:
         names = self.zmatrix.describe()
         return {"rows": [list(r) for r in self.zmatrix.rows], "coordinates": names,
                 "dihedral_cuts": self.cuts.tolist(), "mean": self.mean.tolist(),
-                "std": self.std.tolist(), "periods": self.periods}
+                "std": self.std.tolist()}
 
 
 def _emptiest_angle(theta: np.ndarray) -> float:
