@@ -147,6 +147,7 @@ def _switching_settings(entry: BenchEntry, config):
     budget = opts.pop("budget", None)
     opts.setdefault("n_forward", config.transport.n_forward)
     opts.setdefault("n_reverse", config.transport.n_reverse)
+    opts.setdefault("trajectories_per_start", config.transport.trajectories_per_start)
     opts.setdefault("n_bootstrap", config.estimate.n_bootstrap)
     opts.setdefault("nan_policy", config.estimate.nan_policy)
     s = SwitchingSettings.from_mapping(opts)

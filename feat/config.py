@@ -128,7 +128,15 @@ class FieldsConfig:
 
 @dataclass(frozen=True)
 class TransportConfig:
-    """How the works are made: SDE (controlled Crooks) or ODE (escorted Jarzynski)."""
+    """How the works are made: SDE (controlled Crooks) or ODE (escorted Jarzynski).
+
+    ``trajectories_per_start`` > 1 starts that many trajectories (independent noise) from each
+    held-out sample, so ``⌈n_forward / k⌉`` samples of a (and of b) are held out of training
+    instead of ``n_forward``: more trajectories for the same end-state sampling. Their works
+    are then correlated, and σ comes from a bootstrap over start samples
+    (:func:`feat.estimators.estimate`, ``starts_f``/``starts_r``). Useful for the SDE, whose
+    noise makes trajectories from one start differ; pointless for the deterministic ODE.
+    """
 
     method: str = "sde"
     eps: float = 0.01
@@ -138,6 +146,7 @@ class TransportConfig:
     n_reverse: int = 2000
     batch_size: int = 1000
     divergence: str = "exact"
+    trajectories_per_start: int = 1
 
     def __post_init__(self):
         _check_choice(self, "method", ("sde", "ode"))
@@ -152,6 +161,7 @@ class TransportConfig:
         _check_range(self, "n_forward", 0)
         _check_range(self, "n_reverse", 0)
         _check_range(self, "batch_size", 1)
+        _check_range(self, "trajectories_per_start", 1)
         if self.n_forward + self.n_reverse == 0:
             raise ConfigError(
                 "transport.n_forward and transport.n_reverse are both 0; "

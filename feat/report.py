@@ -21,6 +21,7 @@ import numpy as np
 from . import plotting
 from .estimators import FreeEnergyEstimate, estimate, load_works
 from .storage import atomic_write
+from .transport import start_labels
 
 __all__ = ["RunDirectoryError", "RunRecord", "load_run", "report", "write_report"]
 
@@ -132,8 +133,9 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     except (OSError, ValueError) as err:
         raise RunDirectoryError(f"cannot read '{run_dir / 'works.npz'}': {err}") from None
     config, stored = cfg.get("config", cfg), results["estimate"]
+    per_start = config.get("transport", {}).get("trajectories_per_start", 1)
     new = estimate(work_f, work_r, reference=stored.get("reference"),
-                   **_estimate_settings(config))
+                   **_estimate_settings(config), **start_labels(per_start, work_f, work_r))
     numbers = {k: v for k, v in _normalise(new.to_dict()).items() if k != "warnings"}
     mismatches = tuple(_differences(numbers, {k: stored.get(k) for k in numbers}))
     return RunRecord(run_dir, config, cfg.get("provenance", {}), results, work_f, work_r, meta,

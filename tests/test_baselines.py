@@ -1,5 +1,6 @@
 """Non-equilibrium switching: exact Gaussian ΔF, FEP limit, reversal, +inf energies, budget."""
 
+import dataclasses
 import math
 
 import pytest
@@ -149,3 +150,20 @@ def test_budget_arithmetic():
     total = lambda k: 2 * chains * (1 + 2 * k) + 2 * 20 * 5  # noqa: E731
     assert total(n) <= 100_000 < total(n + 1)
     assert evaluations_per_trajectory(SwitchingSettings(n_steps=n, n_moves=2)) == 2 * (1 + 2 * n)
+
+
+def test_shared_start_samples_stay_exact_with_an_honest_sigma():
+    """Four trajectories per start sample: 250 start samples per direction, σ from the
+    bootstrap over starts, exact ΔF within 3 σ; too few samples name the fix."""
+    problem, exact = _problem(n=400)
+    s = SwitchingSettings(n_steps=6, n_moves=1, n_pilot=100, n_forward=1000, n_reverse=1000,
+                          n_bootstrap=100, trajectories_per_start=4)
+    run = run_switching(problem, s, seed=3)
+    est = run.estimate
+    assert est.n_f == est.n_r == 1000 and est.n_starts == (250, 250)
+    assert est.sigma >= est.sigma_bootstrap and abs(est.z) < 3, est.summary()
+    # trajectory i starts from start row i mod 250: the last 250 samples of each state
+    assert torch.equal(run.forward.x_start[:250], problem.x_a[150:])
+    assert torch.equal(run.forward.x_start[250:500], problem.x_a[150:])
+    with pytest.raises(ValueError, match="raise trajectories_per_start"):
+        run_switching(problem, dataclasses.replace(s, trajectories_per_start=2), seed=3)

@@ -231,3 +231,39 @@ def test_seeded_chunks_make_any_shard_reproduce_the_full_run():
     torch.testing.assert_close(work[torch.argsort(index)], full.work, rtol=0, atol=0)
     with pytest.raises(ValueError, match="needs seed"):
         transport(p, x0, TimeGrid.uniform(5), chunks=[0])
+
+
+def test_start_rows_cycle_over_the_start_samples():
+    from feat.transport import n_starts, start_rows
+
+    assert n_starts(10, 3) == 4 and n_starts(9, 3) == 3 and n_starts(0, 2) == 0
+    assert start_rows(10, 3).tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert start_rows(5, 1).tolist() == list(range(5)) and start_rows(0, 4).numel() == 0
+    with pytest.raises(ValueError, match="int >= 1"):
+        n_starts(5, 0)
+
+
+def test_pipeline_starts_several_trajectories_per_held_out_sample(tmp_path):
+    """``trajectories_per_start = 4``: ⌈n / 4⌉ samples are held out (the rest train), the works
+    count n trajectories, and the estimate (also as ``feat report`` recomputes it) carries the
+    start counts and the bootstrap-over-starts σ."""
+    from feat.config import resolve
+    from feat.pipeline import run_problem, split_holdout
+    from feat.report import load_run
+    from feat.specs import build_problem
+
+    config = resolve({"system": {"kind": "gaussian", "dim": 2, "n_samples_a": 100,
+                                 "n_samples_b": 100},
+                      "fields": {"hidden": 8, "depth": 1},
+                      "training": {"steps": 5, "batch_size": 8},
+                      "transport": {"eps": 0.1, "n_points": 5, "n_forward": 40, "n_reverse": 30,
+                                    "trajectories_per_start": 4},
+                      "estimate": {"n_bootstrap": 20}})
+    problem = build_problem(config.system, torch.Generator().manual_seed(0))
+    train, x_a, x_b = split_holdout(problem, config)
+    assert (len(x_a), len(x_b), len(train.x_a), len(train.x_b)) == (10, 8, 90, 92)
+    est = run_problem(problem, config, tmp_path, progress=False).estimate
+    assert (est.n_f, est.n_r, est.n_starts) == (40, 30, (10, 8))
+    assert est.sigma >= est.sigma_bootstrap
+    record = load_run(tmp_path)
+    assert record.mismatches == () and record.estimate.n_starts == (10, 8)

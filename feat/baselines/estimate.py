@@ -1,8 +1,9 @@
 """ΔF of a :class:`~feat.problem.TwoStateProblem` by non-equilibrium switching, end to end.
 
-Start samples: the **last** ``n_forward`` rows of ``x_a`` and ``n_reverse`` rows of ``x_b``
-(the rows the FEAT pipeline holds out of training for its transports), pilots: the **first**
-``n_pilot`` rows of each, disjoint from them.
+Start samples: the **last** ``⌈n_forward / k⌉`` rows of ``x_a`` and ``⌈n_reverse / k⌉`` rows of
+``x_b`` (``k = trajectories_per_start`` trajectories from each; the rows the FEAT pipeline
+holds out of training for its transports), pilots: the **first** ``n_pilot`` rows of each,
+disjoint from them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from ..config import ConfigError, from_mapping
 from ..estimators import FreeEnergyEstimate, estimate
 from ..problem import TwoStateProblem
+from ..transport import n_starts, start_labels, start_rows
 from .switching import SwitchingProtocol, SwitchingResult, switch, tune_step_sizes
 
 __all__ = ["SwitchingRun", "SwitchingSettings", "evaluations_per_trajectory", "run_switching",
@@ -28,7 +30,8 @@ class SwitchingSettings:
     ``n_steps`` λ steps of ``n_moves`` HMC moves of ``n_leapfrog`` leapfrog steps (1: MALA).
     ``adapt``: tune ε per λ step on a pilot of ``n_pilot`` chains per direction (``n_warmup``
     moves at the start state first) toward ``target_accept``, starting from ``step_size``;
-    otherwise ε = ``step_size`` throughout.
+    otherwise ε = ``step_size`` throughout. ``trajectories_per_start`` > 1 starts that many
+    trajectories from each start sample (σ then from the bootstrap over start samples).
     """
 
     n_steps: int = 100
@@ -44,11 +47,12 @@ class SwitchingSettings:
     batch_size: int = 1000
     n_bootstrap: int = 200
     nan_policy: str = "raise"
+    trajectories_per_start: int = 1
 
     def __post_init__(self):
         for key, low in (("n_steps", 1), ("n_moves", 0), ("n_leapfrog", 1), ("n_pilot", 1),
                          ("n_warmup", 0), ("n_forward", 0), ("n_reverse", 0), ("batch_size", 1),
-                         ("n_bootstrap", 0)):
+                         ("n_bootstrap", 0), ("trajectories_per_start", 1)):
             if getattr(self, key) < low:
                 raise ConfigError(f"switching.{key} must be >= {low}; got {getattr(self, key)}.")
         if not self.step_size > 0:
@@ -107,10 +111,11 @@ def _direction(protocol: SwitchingProtocol, x, n: int, s: SwitchingSettings, see
                direction: int) -> SwitchingResult | None:
     if n == 0:
         return None
-    if n + (s.n_pilot if s.adapt else 0) > x.shape[0]:
-        raise ValueError(f"switching needs {n} start samples plus {s.n_pilot} pilot samples "
+    m = n_starts(n, s.trajectories_per_start)
+    if m + (s.n_pilot if s.adapt else 0) > x.shape[0]:
+        raise ValueError(f"switching needs {m} start samples plus {s.n_pilot} pilot samples "
                          f"of the start state; the problem has {x.shape[0]}. Lower "
-                         "n_forward/n_reverse or n_pilot.")
+                         "n_forward/n_reverse or n_pilot, or raise trajectories_per_start.")
     seeds = np.random.SeedSequence([int(seed), 104729, direction]).generate_state(2)
     eps = s.step_size
     if s.adapt and s.n_moves > 0:
@@ -118,8 +123,8 @@ def _direction(protocol: SwitchingProtocol, x, n: int, s: SwitchingSettings, see
         eps = tune_step_sizes(protocol, x[: s.n_pilot], initial=s.step_size,
                               target_accept=s.target_accept, n_warmup=s.n_warmup,
                               generator=gen)
-    return switch(protocol, x[x.shape[0] - n:], step_size=eps, seed=int(seeds[1]),
-                  batch_size=s.batch_size)
+    x0 = x[x.shape[0] - m:][start_rows(n, s.trajectories_per_start)]
+    return switch(protocol, x0, step_size=eps, seed=int(seeds[1]), batch_size=s.batch_size)
 
 
 def run_switching(problem: TwoStateProblem, settings: SwitchingSettings | None = None, *,
@@ -130,7 +135,8 @@ def run_switching(problem: TwoStateProblem, settings: SwitchingSettings | None =
                                     s.n_leapfrog)
     res_f = _direction(fwd, problem.x_a, s.n_forward, s, seed, 0)
     res_r = _direction(fwd.reversed(), problem.x_b, s.n_reverse, s, seed, 1)
-    est = estimate(None if res_f is None else res_f.work, None if res_r is None else res_r.work,
-                   reference=problem.reference, n_bootstrap=s.n_bootstrap, seed=seed,
-                   nan_policy=s.nan_policy)
+    work_f, work_r = (None if res is None else res.work for res in (res_f, res_r))
+    est = estimate(work_f, work_r, reference=problem.reference, n_bootstrap=s.n_bootstrap,
+                   seed=seed, nan_policy=s.nan_policy,
+                   **start_labels(s.trajectories_per_start, work_f, work_r))
     return SwitchingRun(est, res_f, res_r, s, int(seed))

@@ -25,7 +25,7 @@ from .io import (
 )
 from .jarzynski import OneSidedEstimate, jarzynski_forward, jarzynski_reverse
 from .results import FreeEnergyEstimate
-from .uncertainty import bootstrap
+from .uncertainty import bootstrap, check_groups
 from .works import WorkSet, check_works
 
 __all__ = [
@@ -78,6 +78,8 @@ def estimate(
     n_bootstrap: int | None = 200,
     seed: int | np.random.Generator | None = 0,
     nan_policy: str = "raise",
+    starts_f: ArrayLike | None = None,
+    starts_r: ArrayLike | None = None,
 ) -> FreeEnergyEstimate:
     """Estimate ΔF = F_b - F_a in kT from forward and/or reverse works.
 
@@ -95,6 +97,12 @@ def estimate(
         Seed of the bootstrap's ``numpy.random.default_rng``.
     nan_policy : {"raise", "drop"}
         What to do with NaN works (see :func:`check_works`); dropped ones are counted.
+    starts_f, starts_r : array_like of int or None
+        Shapes ``(n_f,)`` and ``(n_r,)``: the start sample of each trajectory, when several
+        trajectories share one (``transport.trajectories_per_start``). Their works are then
+        correlated: the bootstrap resamples start samples, not trajectories, and the headline
+        σ is the larger of the asymptotic σ (which assumes independent trajectories) and that
+        bootstrap σ. None: independent trajectories.
 
     Returns
     -------
@@ -120,7 +128,16 @@ def estimate(
         method, delta_f, sigma, fn = "Jarzynski forward", *_pair(forward), _forward_delta_f
     else:
         method, delta_f, sigma, fn = "Jarzynski reverse", *_pair(reverse), _reverse_delta_f
-    sigma_bootstrap = bootstrap(f, r, fn, n_bootstrap, seed) if n_bootstrap else None
+    groups = [_starts(g, w, raw, name) for g, w, raw, name in
+              ((starts_f, wf, work_f, "starts_f"), (starts_r, wr, work_r, "starts_r"))]
+    shared = any(g is not None and np.unique(g).size < g.size for g in groups)
+    if shared and not n_bootstrap:
+        raise ValueError("trajectories share start samples (starts_f/starts_r) but n_bootstrap "
+                         "is 0: only the bootstrap over start samples gives an honest σ then; "
+                         "ask for n_bootstrap >= 2.")
+    sigma_bootstrap = bootstrap(f, r, fn, n_bootstrap, seed, *groups) if n_bootstrap else None
+    if shared:
+        sigma = max(sigma, sigma_bootstrap)
     return FreeEnergyEstimate(
         delta_f=delta_f,
         sigma=sigma,
@@ -133,4 +150,23 @@ def estimate(
         n_r=0 if wr is None else wr.n,
         n_nan_dropped=(_n_nan(wf), _n_nan(wr)),
         reference=None if reference is None else float(reference),
+        n_starts=(_n_starts(groups[0], wf), _n_starts(groups[1], wr)) if shared else None,
     )
+
+
+def _starts(starts: ArrayLike | None, works: WorkSet | None, raw, name: str
+            ) -> np.ndarray | None:
+    """The start labels of the works kept (NaN works dropped by the policy drop theirs)."""
+    if starts is None or works is None:
+        return None
+    labels = check_groups(starts, int(np.shape(np.asarray(raw))[0]), name)
+    if works.n_nan_dropped:
+        labels = labels[~np.isnan(np.asarray(raw, dtype=np.float64))]
+    return labels
+
+
+def _n_starts(groups: np.ndarray | None, works: WorkSet | None) -> int:
+    """Distinct start samples of a direction (its number of works when not grouped)."""
+    if groups is None:
+        return 0 if works is None else works.n
+    return int(np.unique(groups).size)

@@ -80,6 +80,10 @@ class FreeEnergyEstimate:
         An exact or reference ΔF to compare with.
     units : str
         ``"kT"``.
+    n_starts : tuple of int or None
+        ``(forward, reverse)`` distinct start samples when trajectories shared them; ``sigma``
+        is then the larger of the asymptotic and the bootstrap-over-starts σ. None: one
+        trajectory per start sample.
     """
 
     delta_f: float
@@ -94,6 +98,7 @@ class FreeEnergyEstimate:
     n_nan_dropped: tuple[int, int] = (0, 0)
     reference: float | None = None
     units: str = "kT"
+    n_starts: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -154,6 +159,9 @@ class FreeEnergyEstimate:
         parts += self._bounds_text()
         ess = [f"{d.ess:.0%}" for d in (self.forward, self.reverse) if d is not None]
         parts += ["ESS " + " / ".join(ess), self._nonfinite_text()]
+        if self.n_starts is not None:
+            parts.append(f"{self.n_f} / {self.n_r} trajectories from {self.n_starts[0]} / "
+                         f"{self.n_starts[1]} start samples (σ: bootstrap over starts)")
         parts += [f"WARNING: {w}" for w in self.warnings]
         return f"{self._headline()}   " + " | ".join(parts)
 
@@ -193,6 +201,7 @@ class FreeEnergyEstimate:
         for key in ("forward", "reverse", "bounds"):
             out[key] = None if out[key] is None else asdict(out[key])
         out["n_nan_dropped"] = list(self.n_nan_dropped)
+        out["n_starts"] = None if self.n_starts is None else list(self.n_starts)
         out["z"] = self.z
         out["warnings"] = self.warnings
         return _encode(out)
@@ -226,4 +235,6 @@ class FreeEnergyEstimate:
             n_nan_dropped=tuple(int(n) for n in data.get("n_nan_dropped", (0, 0))),
             reference=_decode_float(data.get("reference")),
             units=str(data.get("units", "kT")),
+            n_starts=(None if data.get("n_starts") is None
+                      else tuple(int(n) for n in data["n_starts"])),
         )

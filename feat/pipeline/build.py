@@ -20,7 +20,7 @@ from ..fields import (
 )
 from ..interpolants.alignment import remove_com
 from ..problem import TwoStateProblem
-from ..transport import ODEProcess, Process, SDEProcess, TimeGrid
+from ..transport import ODEProcess, Process, SDEProcess, TimeGrid, n_starts
 
 __all__ = ["build_fields", "make_grid", "make_process", "needs_scores", "needs_widths", "network",
            "noise_projection", "split_holdout"]
@@ -106,18 +106,21 @@ def needs_scores(config: RunConfig) -> bool:
 
 
 def split_holdout(problem: TwoStateProblem, config: RunConfig) -> tuple:
-    """Hold the last ``transport.n_forward`` / ``n_reverse`` samples out of training, for
-    transport starts. Scores, when training needs them, are computed once on all samples.
+    """Hold the last ``⌈transport.n_forward / k⌉`` / ``⌈n_reverse / k⌉`` samples out of
+    training, for transport starts (``k = transport.trajectories_per_start``). Scores, when
+    training needs them, are computed once on all samples.
 
     Returns ``(training problem, x_a held out, x_b held out)``.
     """
-    n_a, n_b = config.transport.n_forward, config.transport.n_reverse
+    tc = config.transport
+    n_a, n_b = (n_starts(n, tc.trajectories_per_start) for n in (tc.n_forward, tc.n_reverse))
     if needs_scores(config):
         problem.scores()
     for name, n, x in (("n_forward", n_a, problem.x_a), ("n_reverse", n_b, problem.x_b)):
         if n >= x.shape[0]:
-            raise ValueError(f"transport.{name} = {n} leaves no training samples: the state has "
-                             f"{x.shape[0]} samples. Lower it or give more samples.")
+            raise ValueError(f"transport.{name} needs {n} held-out start samples, which leaves "
+                             f"no training samples: the state has {x.shape[0]} samples. Lower "
+                             "it, raise transport.trajectories_per_start or give more samples.")
     keep_a, keep_b = len(problem.x_a) - n_a, len(problem.x_b) - n_b
     cut = lambda v, k: None if v is None else v[:k]  # noqa: E731
     train = TwoStateProblem(problem.energy_a, problem.energy_b, problem.x_a[:keep_a],

@@ -17,7 +17,7 @@ from ..problem import TwoStateProblem
 from ..storage import write_json
 from ..training import Trainer, distributed
 from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..transport import TransportResult, transport
+from ..transport import TransportResult, start_labels, start_rows, transport
 from .build import build_fields, make_grid, make_process, noise_projection
 from .device import describe_device
 from .monitor import Monitor
@@ -151,7 +151,8 @@ def transport_works(problem: TwoStateProblem, x_a, x_b, b, s, config: RunConfig,
                     shard: tuple[int, int] | None = None, progress: bool = False,
                     device: torch.device | None = None
                     ) -> tuple[TransportResult | None, TransportResult | None, str]:
-    """Forward works from ``x_a`` and reverse works from ``x_b`` (seeded chunks), on
+    """``transport.n_forward`` works from ``x_a`` and ``n_reverse`` from ``x_b`` (seeded
+    chunks; ``trajectories_per_start`` from each row, :func:`~feat.transport.start_rows`), on
     ``device`` (that of the fields ``b`` and ``s``; default: where ``x_a`` and ``x_b`` are).
 
     ``shard = (k, n)`` runs only the chunks ``c`` with ``c % n == k`` of each direction.
@@ -162,12 +163,13 @@ def transport_works(problem: TwoStateProblem, x_a, x_b, b, s, config: RunConfig,
     process = make_process(tc, b, s, problem)
     grid = make_grid(tc)
     out = []
-    for direction, (proc, x0, gr, desc) in enumerate(
-            ((process, x_a, grid, "forward a → b"),
-             (process.reversed(), x_b, grid.reversed(), "reverse b → a"))):
-        if len(x0) == 0:
+    for direction, (proc, x0, n, gr, desc) in enumerate(
+            ((process, x_a, tc.n_forward, grid, "forward a → b"),
+             (process.reversed(), x_b, tc.n_reverse, grid.reversed(), "reverse b → a"))):
+        if n == 0:
             out.append(None)
             continue
+        x0 = x0[start_rows(n, tc.trajectories_per_start).to(x0.device)]
         n_chunks = -(-len(x0) // tc.batch_size)
         chunks = None if shard is None else range(shard[0], n_chunks, shard[1])
         out.append(transport(proc, x0, gr, seed=direction_seed(config.seed, direction),
@@ -225,6 +227,8 @@ def training_summary(trainer: Trainer) -> dict:
 
 def estimate_from(config: RunConfig, problem: TwoStateProblem, work_f, work_r
                   ) -> FreeEnergyEstimate:
-    ec = config.estimate
+    ec, tc = config.estimate, config.transport
     return estimate(work_f, work_r, reference=problem.reference, n_bootstrap=ec.n_bootstrap,
-                    seed=config.seed, nan_policy=ec.nan_policy)
+                    seed=config.seed, nan_policy=ec.nan_policy,
+                    **start_labels(tc.trajectories_per_start, work_f, work_r))
+

@@ -5,7 +5,10 @@ from .integrator import (
     TransportResult,
     chunk_generator,
     forward_and_reverse,
+    n_starts,
     path_work,
+    start_labels,
+    start_rows,
     transport,
 )
 from .process import ODEProcess, Process, ReversedField, SDEProcess
@@ -19,6 +22,9 @@ __all__ = [
     "TransportResult",
     "chunk_generator",
     "forward_and_reverse",
+    "n_starts",
     "path_work",
+    "start_labels",
+    "start_rows",
     "transport",
 ]

@@ -19,7 +19,32 @@ from ..energies.base import check_batch
 from .grid import TimeGrid
 from .process import Process
 
-__all__ = ["TransportResult", "chunk_generator", "forward_and_reverse", "path_work", "transport"]
+__all__ = ["TransportResult", "chunk_generator", "forward_and_reverse", "n_starts", "path_work",
+           "start_labels", "start_rows", "transport"]
+
+
+def n_starts(n: int, per_start: int = 1) -> int:
+    """Start samples needed for ``n`` trajectories, ``per_start`` from each: ``⌈n / per_start⌉``."""
+    if isinstance(per_start, bool) or int(per_start) != per_start or per_start < 1:
+        raise ValueError(f"trajectories per start sample must be an int >= 1; got {per_start!r}.")
+    return -(-int(n) // int(per_start))
+
+
+def start_rows(n: int, per_start: int = 1) -> Tensor:
+    """Which start sample each of ``n`` trajectories begins from, ``(n,)``: trajectory ``i``
+    from row ``i mod ⌈n / per_start⌉``, so every start sample begins ``per_start`` of them (the
+    last ones one fewer when ``per_start`` does not divide ``n``); ``arange(n)`` for 1."""
+    return torch.arange(int(n)) % max(n_starts(n, per_start), 1)
+
+
+def start_labels(per_start: int, work_f, work_r) -> dict:
+    """``starts_f`` / ``starts_r`` (:func:`start_rows` of each direction's works) for
+    :func:`feat.estimators.estimate` when trajectories share start samples (``per_start`` >
+    1); empty for independent trajectories."""
+    if per_start == 1:
+        return {}
+    return {f"starts_{d}": None if w is None else start_rows(len(w), per_start).numpy()
+            for d, w in (("f", work_f), ("r", work_r))}
 
 
 @dataclass(frozen=True)
