@@ -65,12 +65,25 @@ def test_second_run_reuses_both_stages_and_gives_identical_numbers(first, tmp_pa
 
 
 def test_changed_transport_reruns_only_the_transport(first, tmp_path, capsys):
-    changed, err = _run(tmp_path, capsys, "--set", "transport.n_forward=150")
+    changed, err = _run(tmp_path, capsys, "--set", "transport.eps=0.05")
     assert "training skipped" in err
     assert "transport reruns: works.npz was made with other settings " \
-           "(transport.n_forward: 200 → 150)" in err
+           "(transport.eps: 0.1 → 0.05)" in err
     assert changed["stages"] == {"training": "reused", "transport": "computed"}
-    assert changed["estimate"]["n_f"] == 150 and changed["training"] == first["training"]
+    assert changed["training"] == first["training"]
+
+
+def test_changed_held_out_samples_retrain(first, tmp_path, capsys):
+    """More transport starts would start from samples the checkpoint was trained on: retrain.
+    Two trajectories per start sample hold out fewer samples (150 and 100): retrain too."""
+    changed, err = _run(tmp_path, capsys, "--set", "transport.n_forward=300")
+    assert "training reruns: checkpoint.pt was trained with other settings " \
+           "(held_out.a: 200 → 300)" in err
+    assert changed["stages"] == {"training": "computed", "transport": "computed"}
+    shared, err = _run(tmp_path, capsys, "--set", "transport.n_forward=300",
+                       "--set", "transport.trajectories_per_start=2")
+    assert "(held_out.a: 300 → 150; held_out.b: 200 → 100)" in err
+    assert shared["estimate"]["n_f"] == 300 and shared["estimate"]["n_starts"] == [150, 100]
 
 
 def test_changed_training_reruns_training_and_transport(first, tmp_path, capsys):

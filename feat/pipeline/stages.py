@@ -17,7 +17,7 @@ from ..problem import TwoStateProblem
 from ..storage import write_json
 from ..training import Trainer, distributed
 from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..transport import TransportResult, start_labels, start_rows, transport
+from ..transport import TransportResult, n_starts, start_labels, start_rows, transport
 from .build import build_fields, make_grid, make_process, noise_projection
 from .device import describe_device
 from .monitor import Monitor
@@ -28,10 +28,14 @@ __all__ = ["train", "transport_works", "gather_works", "write_results", "identit
 
 
 def identity(config: RunConfig) -> dict:
-    """What a checkpoint must match to be resumed or reused: everything that shapes training."""
-    d = config.to_dict()
+    """What a checkpoint must match to be resumed or reused: everything that shapes training,
+    including how many samples of each state were held out of it for transport starts (a
+    checkpoint trained on samples that now start transports is never reused)."""
+    d, tc = config.to_dict(), config.transport
     d["training"].pop("checkpoint_every")
-    return {k: d[k] for k in ("system", "seed", "fields", "training")}
+    held = {s: n_starts(n, tc.trajectories_per_start)
+            for s, n in (("a", tc.n_forward), ("b", tc.n_reverse))}
+    return {**{k: d[k] for k in ("system", "seed", "fields", "training")}, "held_out": held}
 
 
 def provenance(config: RunConfig, device: torch.device | None = None) -> dict:
