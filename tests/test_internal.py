@@ -202,3 +202,50 @@ def test_periodic_coordinates_pair_along_the_shorter_arc():
     lifted = lift_periodic(x_a, x_b, periods)
     assert torch.allclose(lifted, torch.tensor([[0.0, -0.05], [0.0, 0.5]]))
     assert torch.allclose(torch.cos(2 * math.pi * (lifted - x_b)[:, 1]), torch.ones(2))
+
+
+def test_arc_map_moves_state_a_onto_state_b_arc_keeping_z_a(aldp):
+    """State a's arc of φ mapped affinely onto another arc: the mapped energy is the internal
+    energy at the mapped-back coordinates plus log(L_b / L_a) (so Z_a, hence ΔF, is unchanged),
+    +inf off the target arc, with a consistent score; samples off arc a are refused."""
+    from feat.energies.internal import ArcMap
+
+    ts, zm, x = aldp
+    energy = OpenMMEnergy(ts.system, 300.0, platform="Reference")
+    col = 2 * zm.n_atoms - 3 + zm.dihedral_index(PHI)
+    phi = zm.to_internal(x)[:, col]
+    arc = ArcMap(col, lo_a=float(phi.min()) - 0.1, length_a=0.5, lo_b=1.0, length_b=1.5)
+    assert arc.log_scale == pytest.approx(math.log(3.0))
+    q, inside = arc.forward(zm.to_internal(x))
+    assert inside.all() and ((q[:, col] > 1.0) & (q[:, col] < 2.5)).all()
+    back, on_b = arc.inverse(q)
+    assert on_b.all() and torch.allclose(torch.remainder(back - zm.to_internal(x) + math.pi,
+                                                         2 * math.pi) - math.pi,
+                                         torch.zeros_like(back), atol=1e-12)
+    p = TwoStateProblem(energy, energy, x[:8], x[8:], reference=0.0, name="aldp")
+    ip = internal_problem(p, zm, arc)
+    expected = energy(x[:8]) - zm.log_jacobian(zm.to_internal(x[:8])) + math.log(3.0)
+    assert torch.allclose(ip.energy_a(ip.x_a), expected, atol=1e-8)
+    assert torch.allclose(ip.energy_b(ip.x_b), energy(x[8:]) - zm.log_jacobian(
+        zm.to_internal(x[8:])), atol=1e-8)
+    assert ip.metadata["internal_coordinates"]["arc_map_a"]["length_b"] == 1.5
+    # off the target arc (φ moved to 3.0 rad): +inf, zero score
+    coords_a = ip.energy_a.coordinates
+    off = ip.x_a[:2].clone()
+    off[0, col] = (3.0 - coords_a.mean[col]) / coords_a.std[col]
+    u, s = ip.energy_a.energy_and_score(off)
+    assert torch.isinf(u[0]) and (s[0] == 0).all() and torch.isfinite(u[1])
+    # the score (through the map) against central differences
+    z = ip.x_a[:2]
+    _, s = ip.energy_a.energy_and_score(z)
+    for c in (col, 3, 50):
+        e = torch.zeros_like(z)
+        e[:, c] = 1e-4
+        fd = -(ip.energy_a(z + e) - ip.energy_a(z - e)) / 2e-4
+        assert torch.allclose(s[:, c], fd, rtol=1e-4, atol=1e-4)
+    turned = zm.to_internal(x[:8])
+    turned[:, col] += 1.5
+    with pytest.raises(ValueError, match="not on the arc"):
+        coords_a.forward(zm.to_cartesian(turned))
+    with pytest.raises(ValueError, match="length_a"):
+        ArcMap(col, 0.0, 7.0, 1.0, 1.0)

@@ -36,13 +36,21 @@ noise (``2 ε h`` ≤ 3e-3 in the runs here). Samples are represented on ``[cut,
 column, the cut at the least-populated angle of the pooled samples, so that whitening sees
 each distribution whole.
 Where an angle leaves (0, π) or a bond length is not positive, the energy is ``+inf``.
+
+**Basins on one support** (:class:`ArcMap`). When the two states are two basins of one
+dihedral (ALDP-T: φ ∈ (0, 2.15) and its complement), a transport between them must carry
+every trajectory across the barrier, and those that stay behind end at ``+inf``. With
+``arc_map`` :func:`internal_problem` first maps state a's arc of that dihedral affinely onto
+state b's (``φ ↦ lo_b + (φ − lo_a) · L_b / L_a``, all other coordinates unchanged) and adds
+``log(L_b / L_a)`` to ``u_a``: the mapped density is normalised to the same ``Z_a``, so ``ΔF``
+is unchanged, while both states now live on b's arc and the transport only reshapes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -52,7 +60,7 @@ from ..problem import TwoStateProblem
 from .base import Energy
 from .states import dihedral
 
-__all__ = ["InternalCoordinates", "InternalEnergy", "ZMatrix", "internal_problem"]
+__all__ = ["ArcMap", "InternalCoordinates", "InternalEnergy", "ZMatrix", "internal_problem"]
 
 _N_BINS = 72  # 5° bins for locating the least-populated angle of each dihedral
 
@@ -259,6 +267,52 @@ def _place(j: Tensor, k: Tensor, c: Tensor, r: Tensor, theta: Tensor, phi: Tenso
     return j + d
 
 
+@dataclass(frozen=True)
+class ArcMap:
+    """The affine bijection of internal coordinate ``column`` (a dihedral, radians) from the
+    arc ``(lo_a, lo_a + length_a)`` onto ``(lo_b, lo_b + length_b)``, both counter-clockwise
+    and taken mod 2π; every other coordinate is unchanged. ``log_scale = log(L_b / L_a)`` is
+    ``log |det|`` of the map."""
+
+    column: int
+    lo_a: float
+    length_a: float
+    lo_b: float
+    length_b: float
+
+    def __post_init__(self):
+        for name in ("length_a", "length_b"):
+            if not 0 < getattr(self, name) < 2 * math.pi:
+                raise ValueError(f"ArcMap.{name} must lie in (0, 2π); got {getattr(self, name)}.")
+
+    @classmethod
+    def onto_complement(cls, column: int, low: float, high: float) -> ArcMap:
+        """State a on the arc ``(low, high)``, state b on its complement ``(high, low + 2π)``."""
+        length = (high - low) % (2 * math.pi)
+        return cls(column, low, length, high, 2 * math.pi - length)
+
+    @property
+    def log_scale(self) -> float:
+        return math.log(self.length_b / self.length_a)
+
+    def _apply(self, q: Tensor, lo: float, length: float, lo_new: float, length_new: float
+               ) -> tuple[Tensor, Tensor]:
+        t = torch.remainder(q[:, self.column] - lo, 2 * math.pi)
+        inside = (t > 0) & (t < length)
+        q = q.clone()
+        q[:, self.column] = lo_new + t * (length_new / length)
+        return q, inside
+
+    def forward(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mapped q, inside)``: ``inside`` marks the rows on arc a (the others are not
+        mapped to anything meaningful)."""
+        return self._apply(q, self.lo_a, self.length_a, self.lo_b, self.length_b)
+
+    def inverse(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """``(q on arc a, inside)``: ``inside`` marks the rows on arc b."""
+        return self._apply(q, self.lo_b, self.length_b, self.lo_a, self.length_a)
+
+
 class InternalCoordinates:
     """Whitened internal coordinates ``z = (unroll(q) − μ) / σ`` of a :class:`ZMatrix`.
 
@@ -267,14 +321,31 @@ class InternalCoordinates:
     the unrolled coordinates.
     """
 
-    def __init__(self, zmatrix: ZMatrix, cuts: Tensor, mean: Tensor, std: Tensor):
+    def __init__(self, zmatrix: ZMatrix, cuts: Tensor, mean: Tensor, std: Tensor,
+                 arc_map: ArcMap | None = None):
         self.zmatrix = zmatrix
         self.cuts = cuts.double()
         self.mean, self.std = mean.double(), std.double()
+        self.arc_map = arc_map
+
+    def mapped(self, arc_map: ArcMap) -> InternalCoordinates:
+        """The same whitening, composed with ``arc_map`` on the internal coordinates (for the
+        state whose arc it maps: :meth:`forward` maps, :meth:`unwhiten` maps back)."""
+        return InternalCoordinates(self.zmatrix, self.cuts, self.mean, self.std, arc_map)
+
+    @property
+    def log_scale(self) -> float:
+        """``log |det|`` of the arc map (0 without one): added to the state's energy."""
+        return 0.0 if self.arc_map is None else self.arc_map.log_scale
 
     @classmethod
     def fit(cls, zmatrix: ZMatrix, *samples: Tensor) -> InternalCoordinates:
-        q = torch.cat([zmatrix.to_internal(x.double()) for x in samples])
+        return cls.fit_internal(zmatrix, torch.cat([zmatrix.to_internal(x.double())
+                                                    for x in samples]))
+
+    @classmethod
+    def fit_internal(cls, zmatrix: ZMatrix, q: Tensor) -> InternalCoordinates:
+        """Cuts and whitening from internal coordinates ``q`` (n, 3 n_atoms − 6) of samples."""
         nd = zmatrix.n_dihedrals
         cuts = torch.as_tensor([_emptiest_angle(q[:, -nd + col].numpy()) for col in range(nd)],
                                dtype=torch.float64)
@@ -291,12 +362,22 @@ class InternalCoordinates:
         return self.zmatrix.n_coordinates
 
     def forward(self, x: Tensor) -> Tensor:
-        """Positions (batch, n, 3) → whitened coordinates (batch, 3n − 6), in ``x``'s dtype."""
-        q = _unroll(self.zmatrix.to_internal(x.double()), self.cuts.to(x.device))
+        """Positions (batch, n, 3) → whitened coordinates (batch, 3n − 6), in ``x``'s dtype
+        (through the arc map, if any: positions off its arc raise)."""
+        q = self.zmatrix.to_internal(x.double())
+        if self.arc_map is not None:
+            q, inside = self.arc_map.forward(q)
+            if not bool(inside.all()):
+                bad = torch.nonzero(~inside).squeeze(-1)[:5].tolist()
+                raise ValueError(f"rows {bad} are not on the arc the map starts from "
+                                 f"({self.arc_map}): give samples of that state only.")
+        q = _unroll(q, self.cuts.to(x.device))
         return ((q - self.mean.to(x.device)) / self.std.to(x.device)).to(x.dtype)
 
     def unwhiten(self, z: Tensor) -> Tensor:
-        return z.double() * self.std.to(z.device) + self.mean.to(z.device)
+        """Internal coordinates of ``z`` (float64), mapped back through the arc map, if any."""
+        q = z.double() * self.std.to(z.device) + self.mean.to(z.device)
+        return q if self.arc_map is None else self.arc_map.inverse(q)[0]
 
     def inverse(self, z: Tensor) -> Tensor:
         """Whitened coordinates → centred positions (batch, n, 3) in float64."""
@@ -309,15 +390,21 @@ class InternalCoordinates:
         return [0.0] * (self.dim - nd) + (2 * math.pi / self.std[-nd:]).tolist()
 
     def inside(self, z: Tensor) -> Tensor:
-        """Bool (batch,): every bond length > 0 and every angle in (0, π)."""
-        bond, angle, _ = self.zmatrix.split(self.unwhiten(z))
-        return (bond > 0).all(-1) & ((angle > 0) & (angle < math.pi)).all(-1)
+        """Bool (batch,): every bond length > 0, every angle in (0, π) and, with an arc map,
+        the mapped dihedral on its target arc."""
+        q = z.double() * self.std.to(z.device) + self.mean.to(z.device)
+        bond, angle, _ = self.zmatrix.split(q)
+        ok = (bond > 0).all(-1) & ((angle > 0) & (angle < math.pi)).all(-1)
+        return ok if self.arc_map is None else ok & self.arc_map.inverse(q)[1]
 
     def describe(self) -> dict:
         names = self.zmatrix.describe()
-        return {"rows": [list(r) for r in self.zmatrix.rows], "coordinates": names,
-                "dihedral_cuts": self.cuts.tolist(), "mean": self.mean.tolist(),
-                "std": self.std.tolist()}
+        out = {"rows": [list(r) for r in self.zmatrix.rows], "coordinates": names,
+               "dihedral_cuts": self.cuts.tolist(), "mean": self.mean.tolist(),
+               "std": self.std.tolist()}
+        if self.arc_map is not None:
+            out["arc_map_a"] = {**asdict(self.arc_map), "log_scale": self.log_scale}
+        return out
 
 
 def _emptiest_angle(theta: np.ndarray) -> float:
@@ -338,6 +425,8 @@ def _unroll(q: Tensor, cuts: Tensor) -> Tensor:
 class InternalEnergy(Energy):
     """``u_z(z) = u(x(z)) − log J(q(z))`` on whitened internal coordinates: periodic in the
     dihedral columns, ``+inf`` where an angle leaves (0, π) or a bond length is not positive.
+    With an arc map (:meth:`InternalCoordinates.mapped`), ``q(z)`` maps back through it,
+    ``u_z`` gains its ``log_scale`` and is ``+inf`` off its target arc.
 
     The partition function differs from ``u``'s by a factor common to every state (rigid-body
     volume and rotations, whitening), so ``ΔF`` between two such energies equals ``ΔF``
@@ -368,7 +457,7 @@ class InternalEnergy(Energy):
         if idx.numel():
             q = self.coordinates.unwhiten(z[idx].detach())
             x = self.coordinates.zmatrix.to_cartesian(q)
-            log_j = self.coordinates.zmatrix.log_jacobian(q)
+            log_j = self.coordinates.zmatrix.log_jacobian(q) - self.coordinates.log_scale
             u = u.index_put((idx,), self.base(x).double() - log_j)
         return u.to(z.dtype)
 
@@ -384,7 +473,7 @@ class InternalEnergy(Energy):
                 u_x, s_x = u_x.double(), s_x.double()
                 good = torch.isfinite(u_x)
                 s_x = torch.where(good[:, None, None], s_x, 0.0)
-                log_j = self.coordinates.zmatrix.log_jacobian(q)
+                log_j = self.coordinates.zmatrix.log_jacobian(q) - self.coordinates.log_scale
                 (g,) = torch.autograd.grad((x * -s_x).sum() - log_j.sum(), zg)
             g = torch.where(good[:, None], g, 0.0)
             u = u.index_put((idx,), u_x - log_j.detach())
@@ -395,7 +484,8 @@ class InternalEnergy(Energy):
         return self.energy_and_score(z)[1]
 
 
-def internal_problem(problem: TwoStateProblem, zmatrix: ZMatrix) -> TwoStateProblem:
+def internal_problem(problem: TwoStateProblem, zmatrix: ZMatrix,
+                     arc_map: ArcMap | None = None) -> TwoStateProblem:
     """The same two states in whitened internal coordinates (same ΔF and reference).
 
     ``problem`` holds positions ``(n, n_atoms, 3)`` with translation- and rotation-invariant
@@ -403,15 +493,21 @@ def internal_problem(problem: TwoStateProblem, zmatrix: ZMatrix) -> TwoStateProb
     samples; scores are recomputed on demand. ``metadata["internal_coordinates"]`` records the
     Z-matrix, cuts and whitening, ``metadata["periods"]`` each column's period (0: none) for
     the fields; the per-atom keys (atom types, frame atoms, COM freedom) are
-    dropped, since the state is now a flat vector.
+    dropped, since the state is now a flat vector. ``arc_map`` (state a's arc of a dihedral
+    onto state b's, :class:`ArcMap`) puts both states on b's arc first; the whitening is
+    fitted on the mapped samples.
     """
-    coords = InternalCoordinates.fit(zmatrix, problem.x_a, problem.x_b)
-    ea, eb = (InternalEnergy(e, coords) for e in (problem.energy_a, problem.energy_b))
-    za, zb = coords.forward(problem.x_a), coords.forward(problem.x_b)
+    qa, qb = (zmatrix.to_internal(x.double()) for x in (problem.x_a, problem.x_b))
+    if arc_map is not None:
+        qa = arc_map.forward(qa)[0]
+    coords = InternalCoordinates.fit_internal(zmatrix, torch.cat([qa, qb]))
+    coords_a = coords if arc_map is None else coords.mapped(arc_map)
+    ea, eb = InternalEnergy(problem.energy_a, coords_a), InternalEnergy(problem.energy_b, coords)
+    za, zb = coords_a.forward(problem.x_a), coords.forward(problem.x_b)
     drop = ("atom_types", "atom_type_names", "element_types", "elements", "frame_atoms",
             "com_free", "coordinate_scale")
     metadata = {k: v for k, v in problem.metadata.items() if k not in drop}
-    metadata["internal_coordinates"] = coords.describe()
+    metadata["internal_coordinates"] = coords_a.describe()
     metadata["periods"] = coords.periods
     return TwoStateProblem(ea, eb, za, zb, reference=problem.reference, name=problem.name,
                            metadata=metadata)

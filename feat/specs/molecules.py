@@ -37,7 +37,7 @@ import torch
 from ..accounting import total_cost
 from ..config import ReferenceConfig
 from ..energies.base import Energy
-from ..energies.internal import ZMatrix, internal_problem
+from ..energies.internal import ArcMap, ZMatrix, internal_problem
 from ..energies.openmm import OpenMMEnergy
 from ..energies.scaling import rescale_problem
 from ..energies.states import BasinRestrictedEnergy, Dihedral, Interval, scale_gb_charges
@@ -174,14 +174,18 @@ class _ALDPSpec:
         return None if math.isnan(self.reference) else float(self.reference)
 
     def _problem(self, ea, eb, xa, xb, sa, sb, name: str, metadata: dict,
-                 topology) -> TwoStateProblem:
+                 topology, arc: tuple[float, float] | None = None) -> TwoStateProblem:
         """The problem in nm, then rescaled to ``coordinate_scale`` units per nm, or mapped to
         whitened internal coordinates (``coordinates = "internal"``, the Z-matrix of the
-        topology's bonds; :mod:`feat.energies.internal`)."""
+        topology's bonds; :mod:`feat.energies.internal`), with state a's φ arc ``arc`` mapped
+        onto its complement when given (:class:`~feat.energies.internal.ArcMap`)."""
         problem = TwoStateProblem(ea, eb, xa, xb, score_a=sa, score_b=sb,
                                   reference=self._reference(), name=name, metadata=metadata)
         if self.coordinates == "internal":
-            return internal_problem(problem, ZMatrix.from_topology(topology))
+            zmatrix = ZMatrix.from_topology(topology)
+            arc_map = None if arc is None else ArcMap.onto_complement(
+                zmatrix.n_atoms * 2 - 3 + zmatrix.dihedral_index(_PHI), *arc)
+            return internal_problem(problem, zmatrix, arc_map)
         return rescale_problem(problem, self.coordinate_scale)
 
 
@@ -269,6 +273,13 @@ class ALDPBasinSpec(_ALDPSpec):
     restraint_k: float = 1000.0
     umbrella_k: float = 100.0         # kJ/mol/rad², the reference's φ umbrellas
     lam: float = 1.0                  # GB charge scale of the energy (1: full solvent)
+    map_basins: bool = False          # internal coordinates: state a's φ arc mapped onto b's
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.map_basins and self.coordinates != "internal":
+            raise ValueError("system.map_basins = true maps state a's φ arc onto state b's in "
+                             "internal coordinates: set system.coordinates = 'internal' too.")
 
     def _energy(self, on_error: str = "raise") -> tuple[OpenMMEnergy, SimpleNamespace]:
         """The unrestricted energy at GB charge scale ``lam`` and the system MD runs on."""
@@ -298,8 +309,9 @@ class ALDPBasinSpec(_ALDPSpec):
             out = self.cache_path("aldp_t", "phi-out" if comp else "phi-in", self._keys(keys))
             states.append((energy, *self._samples(ts, energy, out, tag, (restraint,), salt)))
         (ea, xa, sa, ia), (eb, xb, sb, ib) = states
-        return self._problem(ea, eb, xa, xb, sa, sb,
-                             "aldp_t", self._metadata(ts, ia, ib), ts.topology)
+        return self._problem(ea, eb, xa, xb, sa, sb, "aldp_t", self._metadata(ts, ia, ib),
+                             ts.topology, (self.phi_low, self.phi_high) if self.map_basins
+                             else None)
 
     def mbar_reference(self, config: ReferenceConfig) -> LadderReference:
         """Umbrella sampling over the whole φ circle and MBAR, then ``F_b − F_a`` by basin.
