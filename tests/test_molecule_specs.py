@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,21 @@ def test_aldp_t_samples_stay_in_their_basins(tmp_path):
     assert ((phi_b <= 0) | (phi_b >= 2.15)).all()
     assert torch.isfinite(p.energy_a(p.x_a)).all() and torch.isfinite(p.energy_b(p.x_b)).all()
     assert torch.isinf(p.energy_b(p.x_a)).all() and torch.isinf(p.energy_a(p.x_b)).all()
+    # map_basins (internal coordinates): both states on b's φ arc, finite on each other's
+    # samples where the other conformations allow it, state a's samples off b's arc refused
+    mapped = build_problem(_tiny("aldp_t", tmp_path, coordinates="internal", map_basins=True),
+                           torch.Generator())
+    coords_a, coords_b = mapped.energy_a.coordinates, mapped.energy_b.coordinates
+    assert coords_a.arc_map is not None and coords_b.arc_map is None
+    assert coords_a.log_scale == pytest.approx(math.log((2 * math.pi - 2.15) / 2.15))
+    for z in (mapped.x_a, mapped.x_b):  # the raw φ column of both lies on b's arc
+        phi = dihedral(coords_b.inverse(z), PHI)
+        assert ((phi <= 0) | (phi >= 2.15)).all()
+    phi_a = dihedral(coords_a.inverse(mapped.x_a), PHI)  # mapped back: a's own basin
+    assert torch.allclose(phi_a, dihedral(p.x_a, PHI), atol=1e-8)
+    assert torch.isfinite(mapped.energy_a(mapped.x_a)).all()
+    with pytest.raises(ValueError, match="map_basins"):
+        build_problem(_tiny("aldp_t", tmp_path, map_basins=True), torch.Generator())
 
 
 @pytest.mark.parametrize("name", ["aldp_s", "aldp_t"])
