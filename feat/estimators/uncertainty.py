@@ -31,7 +31,8 @@ def _resample_groups(rng: np.random.Generator, groups: np.ndarray, n_bootstrap: 
     """Per resample, the trajectory indices of ``k`` start samples drawn with replacement
     from the ``k`` distinct labels of ``groups`` (all trajectories of each drawn one)."""
     labels, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(labels.size)]
+    order = np.argsort(inverse, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
     draws = rng.integers(0, labels.size, size=(n_bootstrap, labels.size))
     return [np.concatenate([members[g] for g in row]) for row in draws]
 
