@@ -376,8 +376,12 @@ class InternalCoordinates:
 
     def unwhiten(self, z: Tensor) -> Tensor:
         """Internal coordinates of ``z`` (float64), mapped back through the arc map, if any."""
-        q = z.double() * self.std.to(z.device) + self.mean.to(z.device)
+        q = self._unscaled(z)
         return q if self.arc_map is None else self.arc_map.inverse(q)[0]
+
+    def _unscaled(self, z: Tensor) -> Tensor:
+        """``μ + σ z`` in float64: internal coordinates before any arc map is undone."""
+        return z.double() * self.std.to(z.device) + self.mean.to(z.device)
 
     def inverse(self, z: Tensor) -> Tensor:
         """Whitened coordinates → centred positions (batch, n, 3) in float64."""
@@ -392,7 +396,7 @@ class InternalCoordinates:
     def inside(self, z: Tensor) -> Tensor:
         """Bool (batch,): every bond length > 0, every angle in (0, π) and, with an arc map,
         the mapped dihedral on its target arc."""
-        q = z.double() * self.std.to(z.device) + self.mean.to(z.device)
+        q = self._unscaled(z)
         bond, angle, _ = self.zmatrix.split(q)
         ok = (bond > 0).all(-1) & ((angle > 0) & (angle < math.pi)).all(-1)
         return ok if self.arc_map is None else ok & self.arc_map.inverse(q)[1]
