@@ -212,7 +212,8 @@ def test_arc_map_moves_state_a_onto_state_b_arc_keeping_z_a(aldp):
 
     ts, zm, x = aldp
     energy = OpenMMEnergy(ts.system, 300.0, platform="Reference")
-    col = 2 * zm.n_atoms - 3 + zm.dihedral_index(PHI)
+    col = zm.dihedral_column(PHI)
+    assert col == 2 * zm.n_atoms - 3 + zm.dihedral_index(PHI)
     phi = zm.to_internal(x)[:, col]
     arc = ArcMap(col, lo_a=float(phi.min()) - 0.1, length_a=0.5, lo_b=1.0, length_b=1.5)
     assert arc.log_scale == pytest.approx(math.log(3.0))

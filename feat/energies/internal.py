@@ -134,6 +134,10 @@ class ZMatrix:
         raise ValueError(f"the dihedral {list(want)} is not an internal coordinate of this "
                          "Z-matrix; choose another root (root=...).")
 
+    def dihedral_column(self, atoms: Sequence[int]) -> int:
+        """Column of that dihedral among all internal coordinates (bonds, angles, dihedrals)."""
+        return 2 * self.n_atoms - 3 + self.dihedral_index(atoms)
+
     # -- the map --------------------------------------------------------------------------------
 
     def _index(self, device) -> tuple[Tensor, ...]:

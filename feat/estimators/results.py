@@ -161,7 +161,7 @@ class FreeEnergyEstimate:
         parts += ["ESS " + " / ".join(ess), self._nonfinite_text()]
         if self.n_starts is not None:
             parts.append(f"{self.n_f} / {self.n_r} trajectories from {self.n_starts[0]} / "
-                         f"{self.n_starts[1]} start samples (σ: bootstrap over starts)")
+                         f"{self.n_starts[1]} start samples (σ ≥ bootstrap over starts)")
         parts += [f"WARNING: {w}" for w in self.warnings]
         return f"{self._headline()}   " + " | ".join(parts)
 

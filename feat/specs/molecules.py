@@ -184,7 +184,7 @@ class _ALDPSpec:
         if self.coordinates == "internal":
             zmatrix = ZMatrix.from_topology(topology)
             arc_map = None if arc is None else ArcMap.onto_complement(
-                zmatrix.n_atoms * 2 - 3 + zmatrix.dihedral_index(_PHI), *arc)
+                zmatrix.dihedral_column(_PHI), *arc)
             return internal_problem(problem, zmatrix, arc_map)
         return rescale_problem(problem, self.coordinate_scale)
 
