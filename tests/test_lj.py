@@ -14,7 +14,7 @@ from feat.energies.lj import LennardJonesCluster, lj_pair
 from feat.fields import EGNNField
 from feat.interpolants.alignment import random_rotation
 from feat.specs import KINDS, build_problem
-from feat.specs.lj import LJSpec, initial_states, lj_hmc_samples, window_schedule
+from feat.specs.lj import LJSpec, initial_states, lj_hmc_samples, reference_path, window_schedule
 from feat.training.trainer import TrainingConfig
 
 
@@ -32,8 +32,9 @@ def _configs(n: int, batch: int = 5, seed: int = 0, scale: float = 1.0) -> torch
     return torch.stack(out)
 
 
-def _double_loop(x: torch.Tensor, s: float) -> np.ndarray:
+def _double_loop(x: torch.Tensor, s: float, eps: float | None = None) -> np.ndarray:
     """The paper's formula written out: ordered pairs i != j, trap on x_i - mean."""
+    eps = s if eps is None else eps
     out = []
     for conf in x.tolist():
         conf = np.array(conf)
@@ -43,7 +44,7 @@ def _double_loop(x: torch.Tensor, s: float) -> np.ndarray:
             for j in range(len(conf)):
                 if i != j and s > 0:
                     r = float(np.linalg.norm(conf[i] - conf[j]))
-                    u += 4 * s * ((s / r) ** 12 - (s / r) ** 6)
+                    u += 4 * eps * ((s / r) ** 12 - (s / r) ** 6)
         out.append(u)
     return np.array(out)
 
@@ -58,9 +59,32 @@ def test_energy_equals_the_plain_double_loop(s):
     np.testing.assert_allclose(u.numpy(), _double_loop(x, s), rtol=1e-11, atol=1e-10)
 
 
-@pytest.mark.parametrize("s", [0.0, 0.6, 1.0])
-def test_score_matches_autograd_and_finite_differences(s):
-    energy = LennardJonesCluster(6, s)
+def test_epsilon_sets_the_energy_scale_apart_from_s():
+    x = _configs(7, scale=1.2)
+    for s, eps in ((1.0, 0.1), (0.6, 0.06), (0.5, 2.0)):
+        u = LennardJonesCluster(7, s, epsilon=eps)(x)
+        np.testing.assert_allclose(u.numpy(), _double_loop(x, s, eps), rtol=1e-11, atol=1e-10)
+    torch.testing.assert_close(LennardJonesCluster(7, 0.7, epsilon=0.7)(x),
+                               LennardJonesCluster(7, 0.7)(x), rtol=0, atol=0)
+    assert LennardJonesCluster(7, 1.0, epsilon=0.0).is_trap
+    assert "epsilon=0.1" in repr(LennardJonesCluster(7, 1.0, epsilon=0.1))
+    # the TI integrands by central differences: ∂u/∂ε at fixed s, ∂u/∂s at fixed ε/s
+    h = 1e-6
+    e = LennardJonesCluster(7, 0.9, epsilon=0.2)
+    fd_eps = (LennardJonesCluster(7, 0.9, epsilon=0.2 + h)(x)
+              - LennardJonesCluster(7, 0.9, epsilon=0.2 - h)(x)) / (2 * h)
+    torch.testing.assert_close(e.depsilon_energy(x), fd_eps, rtol=1e-6, atol=1e-6)
+    ratio = 0.2 / 0.9
+    fd_s = (LennardJonesCluster(7, 0.9 + h, epsilon=ratio * (0.9 + h))(x)
+            - LennardJonesCluster(7, 0.9 - h, epsilon=ratio * (0.9 - h))(x)) / (2 * h)
+    torch.testing.assert_close(e.ds_energy(x), fd_s, rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="epsilon must be"):
+        LennardJonesCluster(7, 1.0, epsilon=-0.1)
+
+
+@pytest.mark.parametrize("s, eps", [(0.0, None), (0.6, None), (1.0, None), (1.0, 0.1)])
+def test_score_matches_autograd_and_finite_differences(s, eps):
+    energy = LennardJonesCluster(6, s, epsilon=eps)
     x = _configs(6, batch=3, seed=1)
     score = energy.score(x)
     xg = x.clone().requires_grad_(True)
@@ -219,14 +243,34 @@ def test_window_schedule():
         window_schedule(1)
 
 
+def test_reference_path_one_and_two_legs():
+    assert reference_path(3, 2.0) == [(0.0, 0.0, 0.0), (0.25, 0.25, 0.25), (1.0, 1.0, 1.0)]
+    path = reference_path(8, 0.5, 0.09, 3)
+    t, s, eps = (np.array(v) for v in zip(*path, strict=True))
+    assert path[0] == (0.0, 0.0, 0.0) and path[-1] == (2.0, 1.0, 1.0)   # the end states exactly
+    np.testing.assert_allclose(s[:5], window_schedule(5, 0.5)) and (s[5:] == 1.0).all()
+    np.testing.assert_allclose(eps[:5], 0.09 * s[:5])                     # leg 1: ε = ε₀ s
+    np.testing.assert_allclose(np.diff(np.sqrt(eps[4:])), 0.7 / 3)      # leg 2: √ε uniform
+    np.testing.assert_allclose(t[4:], [1.0, 4 / 3, 5 / 3, 2.0])
+    for args, match in (((8, 0.5, 0.1, 0), "epsilon_windows"), ((8, 0.5, 1.0, 2), "epsilon_w"),
+                        ((8, 0.5, 0.0, 2), "window_epsilon"), ((3, 0.5, 0.1, 2), "exceed")):
+        with pytest.raises(ValueError, match=match):
+            reference_path(*args)
+    with pytest.raises(ValueError, match="epsilon_windows"):
+        LJSpec(window_epsilon=0.1)
+
+
 @pytest.mark.slow
-def test_reference_matches_two_particle_quadrature():
+@pytest.mark.parametrize("legs", [{}, {"window_epsilon": 0.1, "epsilon_windows": 3}])
+def test_reference_matches_two_particle_quadrature(legs):
     exact = -(_radial_log_z(1.0) - _radial_log_z(0.0))
-    spec = LJSpec(n_particles=2, n_chains=64, n_warmup=100, n_steps=200, n_leapfrog=5)
+    spec = LJSpec(n_particles=2, n_chains=64, n_warmup=100, n_steps=200, n_leapfrog=5, **legs)
     ladder = spec.mbar_reference(ReferenceConfig(n_windows=8, n_samples=2000, n_bootstrap=0),
                                  progress=False)
     res = ladder.mbar
-    assert ladder.parameter == "s" and ladder.values[0] == 0.0 and ladder.values[-1] == 1.0
+    end = 2.0 if legs else 1.0
+    assert ladder.parameter == ("path" if legs else "s")
+    assert ladder.values[0] == 0.0 and ladder.values[-1] == end
     assert abs(res.delta_f - exact) < 4 * res.sigma + 0.01, (res.delta_f, exact, res.sigma)
 
 

@@ -51,6 +51,10 @@ class LennardJonesCluster(Energy):
         The state parameter: LJ energy scale and length scale at once (0: trap only).
     r_floor : float, > 0
         Pair distances below ``r_floor · s`` are floored in the score only (module docstring).
+    epsilon : float >= 0 or None
+        An energy scale apart from ``s`` (``4 ε [(s/r)^12 − (s/r)^6]``); ``None``: ``ε = s``,
+        the paper's family. Other values give the intermediate states of a reference path
+        (``LJSpec.window_epsilon``); the end states use ``None``.
 
     Event shape ``(n_particles, 3)``; pure torch, dtype and device follow ``x``.
 
@@ -63,7 +67,8 @@ class LennardJonesCluster(Energy):
     -1.68502
     """
 
-    def __init__(self, n_particles: int, s: float = 1.0, r_floor: float = 1e-2):
+    def __init__(self, n_particles: int, s: float = 1.0, r_floor: float = 1e-2, *,
+                 epsilon: float | None = None):
         if isinstance(n_particles, bool) or not isinstance(n_particles, int) or n_particles < 2:
             raise ValueError(f"n_particles must be an int >= 2; got {n_particles!r}.")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not (
@@ -72,16 +77,22 @@ class LennardJonesCluster(Energy):
             raise ValueError(f"s must be a finite float >= 0 (0: the trap alone); got {s!r}.")
         if not (isinstance(r_floor, (int, float)) and 0 < r_floor < 1):
             raise ValueError(f"r_floor must be in (0, 1); got {r_floor!r}.")
+        if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(
+                epsilon, (int, float)) or not (math.isfinite(epsilon) and epsilon >= 0)):
+            raise ValueError(f"epsilon must be a finite float >= 0, or None (epsilon = s); "
+                             f"got {epsilon!r}.")
         self.n_particles, self.s, self.r_floor = n_particles, float(s), float(r_floor)
+        self.epsilon = self.s if epsilon is None else float(epsilon)
         self.event_shape = (n_particles, 3)
 
     def __repr__(self) -> str:
-        return f"LennardJonesCluster(n_particles={self.n_particles}, s={self.s:g})"
+        eps = "" if self.epsilon == self.s else f", epsilon={self.epsilon:g}"
+        return f"LennardJonesCluster(n_particles={self.n_particles}, s={self.s:g}{eps})"
 
     @property
     def is_trap(self) -> bool:
-        """True for ``s = 0``: the harmonic trap alone (exact log Z and sampler)."""
-        return self.s == 0.0
+        """True for ``s = 0`` or ``ε = 0``: the harmonic trap alone (exact log Z and sampler)."""
+        return self.s == 0.0 or self.epsilon == 0.0
 
     # -- energy and score -------------------------------------------------------------------------
     #
@@ -107,13 +118,13 @@ class LennardJonesCluster(Energy):
         if self.is_trap:
             return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         a3 = (self.s * self.s / self._r2(x - x.mean(dim=1, keepdim=True))).pow(3)
-        return (4.0 * self.s) * (a3 * (a3 - 1.0)).sum((1, 2))     # (s/r)^6: +inf at r = 0
+        return (4.0 * self.epsilon) * (a3 * (a3 - 1.0)).sum((1, 2))  # (s/r)^6: +inf at r = 0
 
     def energy(self, x: Tensor) -> Tensor:
         return self.trap_energy(x) + self.pair_energy(x)
 
     def ds_energy(self, x: Tensor) -> Tensor:
-        """``∂u_s/∂s = Σ_{i≠j} [52 (s/r)^12 − 28 (s/r)^6]``, shape (batch,).
+        """``∂u/∂s`` at fixed ``ε/s``: ``(ε/s) Σ_{i≠j} [52 (s/r)^12 − 28 (s/r)^6]`` (batch,).
 
         The thermodynamic-integration integrand (``ΔF = ∫_0^1 ⟨∂u_s/∂s⟩_s ds``); its spread
         ``std_s(∂u/∂s)`` measures how fast neighbouring s-states lose overlap. 0 at ``s = 0``.
@@ -121,7 +132,14 @@ class LennardJonesCluster(Energy):
         if self.is_trap:
             return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         a3 = (self.s * self.s / self._r2(x - x.mean(dim=1, keepdim=True))).pow(3)
-        return (a3 * (52.0 * a3 - 28.0)).sum((1, 2))
+        return (self.epsilon / self.s) * (a3 * (52.0 * a3 - 28.0)).sum((1, 2))
+
+    def depsilon_energy(self, x: Tensor) -> Tensor:
+        """``∂u/∂ε = Σ_{i≠j} 4 [(s/r)^12 − (s/r)^6]`` at fixed ``s``, shape (batch,)."""
+        if self.s == 0.0:
+            return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        a3 = (self.s * self.s / self._r2(x - x.mean(dim=1, keepdim=True))).pow(3)
+        return 4.0 * (a3 * (a3 - 1.0)).sum((1, 2))
 
     def score(self, x: Tensor) -> Tensor:
         """``−∇u_s(x)``, shape (batch, n, 3), analytic (floored pair distances, see module)."""
@@ -138,11 +156,11 @@ class LennardJonesCluster(Energy):
         r2 = self._r2(xc)
         s2 = self.s * self.s
         a3 = (s2 / r2).pow(3)
-        u = u + (4.0 * self.s) * (a3 * (a3 - 1.0)).sum((1, 2))
-        # ∇_i Σ_{k≠l} 4 s (a³² − a³) = Σ_j c_ij (x_i − x_j),  c_ij = −48 s a³ (2 a³ − 1) / r²
+        u = u + (4.0 * self.epsilon) * (a3 * (a3 - 1.0)).sum((1, 2))
+        # ∇_i Σ_{k≠l} 4 ε (a³² − a³) = Σ_j c_ij (x_i − x_j),  c_ij = −48 ε a³ (2 a³ − 1) / r²
         r2f = r2.clamp(min=(self.r_floor * self.s) ** 2)
         a3f = (s2 / r2f).pow(3)
-        c = (-48.0 * self.s) * a3f * (2.0 * a3f - 1.0) / r2f
+        c = (-48.0 * self.epsilon) * a3f * (2.0 * a3f - 1.0) / r2f
         grad = xc + c.sum(-1, keepdim=True) * xc - c @ xc
         return u, -grad
 

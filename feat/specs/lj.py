@@ -20,6 +20,15 @@ zeros) gives an EGNN that is permutation-equivariant over the identical particle
 trap (exact samples), the others are HMC-sampled with the spec's HMC settings. The spread of
 ``∂u/∂s`` grows about linearly in ``s``, so ``window_power = 0.5`` spaces the states evenly in
 thermodynamic length (flat neighbour overlaps; ``systems/lj13/README.md``).
+
+*Two-leg path* (``window_epsilon = ε₀ < 1``, ``epsilon_windows = K₂ > 0``). In a large cluster
+the spread of ``∂u/∂s`` near ``s = 1`` is dominated by the stiff ``r^-12`` core (LJ-55: std
+≈ 175 from s = 0.6 to 1, against ≈ 14 for ``∂u/∂ε``, the LJ energy itself). The ladder then
+goes (1) along ``s`` with a weak energy scale ``ε = ε₀ s`` to ``(s, ε) = (1, ε₀)``, and (2)
+along ``ε`` at ``s = 1`` from ``ε₀`` to 1 in ``K₂`` steps uniform in ``√ε``. The intermediate
+states are any states; only the two ends matter, so ΔF is the same, and the thermodynamic
+length is about half (``systems/lj55/README.md``). The ladder's parameter is then ``path``:
+``t ∈ [0, 1]`` on leg 1 (``s = t``) and ``t ∈ (1, 2]`` on leg 2 (``√ε`` linear in ``t − 1``).
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from ..reference.mbar import LadderReference
 from ..sampling import HMC, load_samples, save_samples
 from .lattice import HMCSettings, _positive_int, _real
 
-__all__ = ["LJSpec", "lj_hmc_samples", "window_schedule"]
+__all__ = ["LJSpec", "lj_hmc_samples", "reference_path", "window_schedule"]
 
 CACHE_VERSION = 1
 
@@ -143,6 +152,35 @@ def window_schedule(n_windows: int, power: float = 1.0) -> list[float]:
     return [(k / (n_windows - 1)) ** power for k in range(n_windows)]
 
 
+def reference_path(n_windows: int, power: float = 1.0, epsilon0: float = 1.0,
+                   epsilon_windows: int = 0) -> list[tuple[float, float, float]]:
+    """The reference ladder as ``(t, s, ε)`` per state, from the trap to ``s = ε = 1``.
+
+    ``epsilon_windows = 0``: the paper's family, ``s = ε = t`` on :func:`window_schedule`.
+    Otherwise ``n_windows − epsilon_windows`` states along ``s`` (that schedule) at
+    ``ε = epsilon0 · s``, then ``epsilon_windows`` states at ``s = 1`` with ``√ε`` uniform from
+    ``√epsilon0`` to 1, path coordinate ``t = 1 + j / epsilon_windows`` (module docstring).
+    """
+    if not (isinstance(epsilon0, (int, float)) and 0 < epsilon0 <= 1):
+        raise ValueError(f"window_epsilon must be in (0, 1] (1: the paper's s-path); got "
+                         f"{epsilon0!r}.")
+    two_legs = epsilon0 < 1
+    if isinstance(epsilon_windows, bool) or not isinstance(epsilon_windows, int) or (
+            epsilon_windows < 0 or (epsilon_windows > 0) != two_legs):
+        raise ValueError(f"epsilon_windows must be an int >= 1 when window_epsilon < 1 and 0 "
+                         f"when it is 1; got {epsilon_windows!r} with window_epsilon = "
+                         f"{epsilon0!r}.")
+    n_s = n_windows - epsilon_windows
+    if n_s < 2:
+        raise ValueError(f"n_windows ({n_windows}) must exceed epsilon_windows "
+                         f"({epsilon_windows}) by at least 2 (the s-leg's two ends).")
+    leg1 = [(s, s, epsilon0 * s) for s in window_schedule(n_s, power)]
+    r0 = math.sqrt(epsilon0)
+    leg2 = [(1.0 + j / epsilon_windows, 1.0, (r0 + (1.0 - r0) * j / epsilon_windows) ** 2)
+            for j in range(1, epsilon_windows + 1)]
+    return leg1 + leg2[:-1] + [(2.0, 1.0, 1.0)] if leg2 else leg1     # the end state exactly
+
+
 # -- the kind ------------------------------------------------------------------------------------
 
 
@@ -155,6 +193,7 @@ class LJSpec(HMCSettings):
     steps set to ``⌈trajectory_length / eps⌉`` after warm-up, see :func:`lj_hmc_samples`);
     ``cache_dir`` (relative to the current
     directory); ``window_power``: shape of the s-schedule of :meth:`mbar_reference`;
+    ``window_epsilon`` and ``epsilon_windows``: its two-leg path (module docstring);
     ``reference``: a known ``ΔF`` in kT (e.g. from :meth:`mbar_reference`), or absent.
     """
 
@@ -163,11 +202,14 @@ class LJSpec(HMCSettings):
     n_samples_b: int = 10000
     cache_dir: str = "data"
     window_power: float = 1.0
+    window_epsilon: float = 1.0
+    epsilon_windows: int = 0
     trajectory_length: float = 1.0
     reference: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("step_size", "target_accept", "window_power", "trajectory_length"):
+        for name in ("step_size", "target_accept", "window_power", "window_epsilon",
+                     "trajectory_length"):
             object.__setattr__(self, name, _real(name, getattr(self, name)))
         if self.reference is not None:
             object.__setattr__(self, "reference", _real("reference", self.reference))
@@ -177,7 +219,8 @@ class LJSpec(HMCSettings):
             _positive_int(name, getattr(self, name))
         _positive_int("n_warmup", self.n_warmup, low=0)
         _positive_int("thin", self.thin, low=0)
-        window_schedule(2, self.window_power)  # validates the power
+        reference_path(2 + self.epsilon_windows, self.window_power, self.window_epsilon,
+                       self.epsilon_windows)  # validates the path keys
         if self.trajectory_length < 0:
             raise ValueError(f"trajectory_length must be >= 0 (0: keep n_leapfrog); got "
                              f"{self.trajectory_length!r}.")
@@ -247,14 +290,17 @@ class LJSpec(HMCSettings):
     def reference_windows(self, config, *, progress: bool = True) -> dict:
         """Samples of every window of the reference ladder (see :meth:`mbar_reference`).
 
-        Returns a dict with ``s`` (K floats), ``energies`` (K :class:`LennardJonesCluster`),
-        ``samples`` (K tensors (n_samples, n, 3)) and ``windows`` (K diagnostic dicts).
+        Returns a dict with ``t`` (K path coordinates: ``s`` on a one-leg path), ``energies``
+        (K :class:`LennardJonesCluster`), ``samples`` (K tensors (n_samples, n, 3)) and
+        ``windows`` (K diagnostic dicts, with ``s`` and ``epsilon``).
         """
-        s_values = window_schedule(config.n_windows, self.window_power)
+        path = reference_path(config.n_windows, self.window_power, self.window_epsilon,
+                              self.epsilon_windows)
         settings = self._hmc_settings(config.window_steps)
-        energies = [LennardJonesCluster(self.n_particles, s) for s in s_values]
+        energies = [LennardJonesCluster(self.n_particles, s, epsilon=None if eps == s else eps)
+                    for _, s, eps in path]
         samples, windows = [], []
-        for k, (s, energy) in enumerate(zip(s_values, energies, strict=True)):
+        for k, ((_, s, eps), energy) in enumerate(zip(path, energies, strict=True)):
             gen, t0 = torch.Generator().manual_seed(config.seed + k), time.perf_counter()
             if energy.is_trap:
                 x = energy.sample(config.n_samples, gen)
@@ -264,12 +310,13 @@ class LJSpec(HMCSettings):
                 x, _, _, info = lj_hmc_samples(energy, config.n_samples, settings, x0,
                                                generator=gen,
                                                trajectory_length=self.trajectory_length)
-            info["seconds"] = time.perf_counter() - t0
+            info["seconds"], info["epsilon"] = time.perf_counter() - t0, eps
             if progress:
                 print(_window_line(k, info), file=sys.stderr, flush=True)
             samples.append(x)
             windows.append(info)
-        return {"s": s_values, "energies": energies, "samples": samples, "windows": windows}
+        return {"t": [t for t, _, _ in path], "energies": energies, "samples": samples,
+                "windows": windows}
 
     def mbar_reference(self, config: ReferenceConfig, *, progress: bool = True
                        ) -> LadderReference:
@@ -295,19 +342,26 @@ class LJSpec(HMCSettings):
         run = self.reference_windows(config, progress=progress)
         mbar = mbar_delta_f(run["energies"], run["samples"], n_bootstrap=config.n_bootstrap,
                             seed=config.seed)
-        protocol = (f"exact trap samples at s = 0; HMC per s-window ({self.n_chains} chains, "
+        n_s = config.n_windows - self.epsilon_windows
+        ladder = f"s_k = (k/{n_s - 1})^{self.window_power:g}"
+        if self.epsilon_windows:
+            ladder += (f" at epsilon = {self.window_epsilon:g} s, then {self.epsilon_windows} "
+                       f"states at s = 1 with sqrt(epsilon) uniform up to 1")
+        protocol = (f"exact trap samples at s = 0; HMC per window ({self.n_chains} chains, "
                     f"float64, step size tuned in warm-up only, trajectory length "
                     f"{self.trajectory_length:g}), thinned by 2 tau_int of u and of the trap "
-                    f"energy; s_k = (k/{config.n_windows - 1})^{self.window_power:g}; "
-                    f"{config.n_samples} samples per window; MBAR (pymbar)")
-        return LadderReference(mbar, "s", tuple(run["s"]), tuple(run["windows"]), protocol,
-                               time.perf_counter() - t0)
+                    f"energy; {ladder}; {config.n_samples} samples per window; MBAR (pymbar)")
+        return LadderReference(mbar, "path" if self.epsilon_windows else "s", tuple(run["t"]),
+                               tuple(run["windows"]), protocol, time.perf_counter() - t0)
 
 
 def _window_line(k: int, info: dict) -> str:
     if info.get("exact"):
         return f"window {k:2d} s={info['s']:.4f}: exact trap samples"
-    return (f"window {k:2d} s={info['s']:.4f}: <u>={info['u_mean']:.2f} ± {info['u_std']:.2f} "
-            f"eps={info['step_size']:.3g} L={info['n_leapfrog']} acc={info['acceptance']:.2f} "
+    state = f"s={info['s']:.4f}"
+    if info.get("epsilon", info["s"]) != info["s"]:
+        state += f" epsilon={info['epsilon']:.4f}"
+    return (f"window {k:2d} {state}: <u>={info['u_mean']:.2f} ± {info['u_std']:.2f} "
+            f"step={info['step_size']:.3g} L={info['n_leapfrog']} acc={info['acceptance']:.2f} "
             f"tau_u={info['tau_int_energy']:.1f} tau_trap={info['tau_int_trap']:.1f} "
             f"thin={info['thin']} rounds={info['rounds']} {info['seconds']:.0f} s")

@@ -1,8 +1,9 @@
 """MBAR s-ladder reference ΔF for an ``lj`` system (LJ-n cluster in a harmonic trap).
 
 Reads a system folder's ``[system]`` (kind ``lj``) and ``[reference]`` tables, samples
-``n_windows`` states ``s_k = (k/(K-1))^window_power`` (window 0: exact trap samples; the
-others: HMC with the spec's settings, thinned by 2 tau_int) and solves MBAR (pymbar 4) for
+``n_windows`` states ``s_k = (k/(K-1))^window_power``, or the two-leg path of
+``feat.specs.lj`` (window 0: exact trap samples; the others: HMC with the spec's settings,
+thinned by 2 tau_int) and solves MBAR (pymbar 4) for
 ΔF = F_{s=1} - F_{s=0} in kT, with the analytic and bootstrap σ and the neighbour overlaps:
 ``LJSpec.mbar_reference``, as ``feat reference`` runs it, plus command-line overrides.
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-bootstrap", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--power", type=float, help="window_power of the s-schedule")
+    p.add_argument("--window-epsilon", type=float,
+                   help="epsilon/s on the s-leg of a two-leg path (< 1; feat.specs.lj)")
+    p.add_argument("--epsilon-windows", type=int, help="windows of the epsilon-leg at s = 1")
     p.add_argument("--n-chains", type=int, help="HMC chains per window")
     p.add_argument("--out", type=Path, help="write the result as JSON here")
     args = p.parse_args(argv)
@@ -46,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if system.get("kind") != "lj":
         sys.exit(f"{args.system}: [system] kind must be 'lj'.")
     system.pop("reference", None)
-    if args.power is not None:
-        system["window_power"] = args.power
+    for key, value in (("window_power", args.power), ("window_epsilon", args.window_epsilon),
+                       ("epsilon_windows", args.epsilon_windows)):
+        if value is not None:
+            system[key] = value
     if args.n_chains is not None:
         system["n_chains"] = args.n_chains
     spec = build_spec(system)
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     if args.out:
         record = {"system": str(args.system), "spec": asdict(spec), "reference": asdict(ref),
-                  "s": list(ladder.values), "mbar": result.to_dict(),
+                  ladder.parameter: list(ladder.values), "mbar": result.to_dict(),
                   "windows": list(ladder.windows), "protocol": ladder.protocol,
                   "seconds": seconds, "command": " ".join(["python", *sys.argv])}
         args.out.write_text(json.dumps(record, indent=2) + "\n")
