@@ -262,12 +262,16 @@ def test_reference_path_one_and_two_legs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("legs", [{}, {"window_epsilon": 0.1, "epsilon_windows": 3}])
-def test_reference_matches_two_particle_quadrature(legs):
+def test_reference_matches_two_particle_quadrature(legs, tmp_path):
     exact = -(_radial_log_z(1.0) - _radial_log_z(0.0))
-    spec = LJSpec(n_particles=2, n_chains=64, n_warmup=100, n_steps=200, n_leapfrog=5, **legs)
-    ladder = spec.mbar_reference(ReferenceConfig(n_windows=8, n_samples=2000, n_bootstrap=0),
-                                 progress=False)
+    spec = LJSpec(n_particles=2, n_chains=64, n_warmup=100, n_steps=200, n_leapfrog=5,
+                  cache_dir=str(tmp_path), **legs)
+    config = ReferenceConfig(n_windows=8, n_samples=2000, n_bootstrap=0)
+    ladder = spec.mbar_reference(config, progress=False)
     res = ladder.mbar
+    assert len(list(tmp_path.glob("lj2-window-*.npz"))) == 7    # every HMC window is cached
+    again = spec.mbar_reference(config, progress=False)           # read back: the same ΔF
+    assert again.mbar.delta_f == res.delta_f
     end = 2.0 if legs else 1.0
     assert ladder.parameter == ("path" if legs else "s")
     assert ladder.values[0] == 0.0 and ladder.values[-1] == end

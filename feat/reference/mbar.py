@@ -196,7 +196,9 @@ def mbar_from_matrix(u_kn: np.ndarray, n_k: np.ndarray, *, i: int = 0, j: int = 
         raise ValueError(f"n_bootstrap must be an int >= 0; got {n_bootstrap!r}.")
     n_k = np.asarray(n_k, dtype=np.int64)
     i, j = (0, 1) if u_ln is not None else (_index(i, len(n_k), "i"), _index(j, len(n_k), "j"))
-    mbar = pymbar.MBAR(u_kn, n_k)
+    # Ladders span hundreds of kT (LJ-55: 235); starting from neighbour BAR estimates instead of
+    # zeros spares pymbar's fallback solvers (the result is the same fixed point).
+    mbar = pymbar.MBAR(u_kn, n_k, initialize="BAR" if (n_k > 0).all() else "zeros")
     delta_f, sigma = _difference(mbar, i, j, u_ln, uncertainty=True)
     f_k = np.asarray(mbar.compute_free_energy_differences(compute_uncertainty=False)
                      ["Delta_f"][0], dtype=np.float64)

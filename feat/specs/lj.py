@@ -245,40 +245,50 @@ class LJSpec(HMCSettings):
 
     # -- samples ---------------------------------------------------------------------------------
 
-    def cache_key(self, seed: int) -> dict:
-        """Everything that determines the HMC samples of state b."""
-        return {"kind": "lj", "version": CACHE_VERSION, "state": "b", "s": 1.0,
-                "n_particles": self.n_particles, "n_samples": self.n_samples_b,
-                "hmc": asdict(self._hmc_settings()),
-                "trajectory_length": self.trajectory_length, "seed": seed}
+    def cache_key(self, seed: int, state: str = "b", energy: LennardJonesCluster | None = None,
+                  n_samples: int | None = None, settings: HMCSettings | None = None) -> dict:
+        """Everything that determines HMC samples: of state b by default, or of ``energy``
+        (a reference window: ``state = "window"``) with its sample count and settings."""
+        energy = energy or LennardJonesCluster(self.n_particles)
+        key = {"kind": "lj", "version": CACHE_VERSION, "state": state, "s": energy.s,
+               "n_particles": self.n_particles, "n_samples": n_samples or self.n_samples_b,
+               "hmc": asdict(settings or self._hmc_settings()),
+               "trajectory_length": self.trajectory_length, "seed": seed}
+        if energy.epsilon != energy.s:
+            key["epsilon"] = energy.epsilon
+        return key
 
-    def cache_path(self, seed: int) -> Path:
-        """``cache_dir/lj{n}-b-{sha256[:16]}.npz``."""
-        blob = json.dumps(self.cache_key(seed), sort_keys=True).encode()
-        digest = hashlib.sha256(blob).hexdigest()[:16]
-        return Path(self.cache_dir) / f"lj{self.n_particles}-b-{digest}.npz"
+    def cache_path(self, seed: int, **window) -> Path:
+        """``cache_dir/lj{n}-{state}-{sha256[:16]}.npz`` (``window``: as :meth:`cache_key`)."""
+        key = self.cache_key(seed, **window)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(self.cache_dir) / f"lj{self.n_particles}-{key['state']}-{digest}.npz"
 
     def build(self, generator: torch.Generator) -> TwoStateProblem:
         """Exact trap samples (a), cached HMC samples (b), both centred, with their scores."""
         seed_a, seed_b = (int(v) for v in torch.randint(0, 2**62, (2,), generator=generator))
         ea, eb = self.energies()
         xa = ea.sample(self.n_samples_a, torch.Generator().manual_seed(seed_a))
-        xb, sb, hmc = self._samples_b(eb, seed_b)
+        xb, sb, hmc = self._cached_hmc(seed_b)
         return TwoStateProblem(ea, eb, xa, xb, ea.score(xa), sb, reference=self.reference,
                                name=f"lj{self.n_particles}",
                                metadata={**self.metadata(), "hmc": hmc,
                                          "sampling_cost": hmc["hmc"].get("cost")})
 
-    def _samples_b(self, energy: LennardJonesCluster, seed: int) -> tuple[Tensor, Tensor, dict]:
-        path, key = self.cache_path(seed), self.cache_key(seed)
+    def _cached_hmc(self, seed: int, **window) -> tuple[Tensor, Tensor, dict]:
+        """HMC samples, scores and metadata of state b (or a window), read back from the cache
+        when it holds them, else sampled from compact clusters and written there."""
+        path, key = self.cache_path(seed, **window), self.cache_key(seed, **window)
         if path.is_file():
             cached = load_samples(path)
             if cached.metadata.get("key") == key:
                 return cached.samples, cached.scores, cached.metadata
             warnings.warn(f"ignoring {path}: its key does not match this spec.", stacklevel=4)
+        energy = window.get("energy") or LennardJonesCluster(self.n_particles)
         gen = torch.Generator().manual_seed(seed)
-        x0 = initial_states(self.n_particles, 1.0, self.n_chains, gen)
-        x, s, u, info = lj_hmc_samples(energy, self.n_samples_b, self._hmc_settings(), x0,
+        x0 = initial_states(self.n_particles, energy.s, self.n_chains, gen)
+        x, s, u, info = lj_hmc_samples(energy, window.get("n_samples") or self.n_samples_b,
+                                       window.get("settings") or self._hmc_settings(), x0,
                                        generator=gen, trajectory_length=self.trajectory_length)
         meta = {"key": key, "hmc": info}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,11 +315,10 @@ class LJSpec(HMCSettings):
             if energy.is_trap:
                 x = energy.sample(config.n_samples, gen)
                 info = {"s": s, "exact": True}
-            else:
-                x0 = initial_states(self.n_particles, s, self.n_chains, gen)
-                x, _, _, info = lj_hmc_samples(energy, config.n_samples, settings, x0,
-                                               generator=gen,
-                                               trajectory_length=self.trajectory_length)
+            else:   # cached: a rerun (more bootstraps, a failed solve) samples nothing again
+                x, _, meta = self._cached_hmc(config.seed + k, state="window", energy=energy,
+                                              n_samples=config.n_samples, settings=settings)
+                info = dict(meta["hmc"])
             info["seconds"], info["epsilon"] = time.perf_counter() - t0, eps
             if progress:
                 print(_window_line(k, info), file=sys.stderr, flush=True)
