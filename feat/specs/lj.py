@@ -329,21 +329,24 @@ class LJSpec(HMCSettings):
 
     def mbar_reference(self, config: ReferenceConfig, *, progress: bool = True
                        ) -> LadderReference:
-        """MBAR ``ΔF = F_{s=1} − F_{s=0}`` (kT) over ``config.n_windows`` s-windows.
+        """MBAR ``ΔF = F_{s=1} − F_{s=0}`` (kT) over ``config.n_windows`` states.
 
         Parameters
         ----------
         config : feat.config.ReferenceConfig
-            ``n_windows`` states ``s_k = (k/(K−1))^window_power``; ``n_samples`` decorrelated
-            samples per window (exact for s = 0, HMC with this spec's settings otherwise);
-            ``window_steps > 0`` replaces ``n_steps`` (HMC iterations per round);
-            ``n_bootstrap`` resamples; ``seed`` (window k uses ``seed + k``).
+            ``n_windows`` states on :func:`reference_path` (``s_k = (k/(K−1))^window_power``,
+            or the two-leg path when ``window_epsilon < 1``); ``n_samples`` decorrelated
+            samples per window (exact for s = 0, HMC with this spec's settings otherwise,
+            cached under ``cache_dir``); ``window_steps > 0`` replaces ``n_steps`` (HMC
+            iterations per round); ``n_bootstrap`` resamples; ``seed`` (window k uses
+            ``seed + k``).
         progress : print one line per window to stderr.
 
         Returns
         -------
         feat.reference.LadderReference: the MBARResult (``neighbour_overlap`` shows the weakest
-        link), the s-values and every window's HMC diagnostics.
+        link), the path coordinates (``parameter`` ``"s"`` or ``"path"``) and every window's
+        HMC diagnostics.
         """
         from ..reference import mbar_delta_f
 
