@@ -236,6 +236,18 @@ def test_kind_builds_a_com_free_problem_and_caches_b(tmp_path):
         build_problem({**system, "n_particles": 1}, _gen(0))
 
 
+@pytest.mark.filterwarnings("ignore:HMC autocorrelation estimate is unreliable")
+def test_no_progress_silences_the_state_b_sampler(tmp_path, capfd):
+    system = {"kind": "lj", "n_particles": 3, "n_samples_a": 20, "n_samples_b": 20,
+              "n_chains": 8, "n_warmup": 10, "n_steps": 20, "cache_dir": str(tmp_path)}
+    build_problem(system, _gen(0), progress=False)
+    assert "HMC" not in capfd.readouterr().err
+    build_problem({**system, "n_samples_b": 24}, _gen(0))          # default: a progress bar
+    assert "HMC" in capfd.readouterr().err
+    gaussian = build_problem({"kind": "gaussian", "dim": 2}, _gen(0), progress=False)
+    assert gaussian.x_a.shape[1] == 2                                # kinds without a bar
+
+
 def test_window_schedule():
     assert window_schedule(3) == [0.0, 0.5, 1.0]
     assert window_schedule(3, 2.0) == [0.0, 0.25, 1.0]

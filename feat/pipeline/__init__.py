@@ -80,7 +80,7 @@ def run(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool 
     resolve_device(config.device)  # fail before building the problem
     gen = torch.Generator().manual_seed(config.seed)
     t0 = time.perf_counter()
-    problem = build_problem(config.system, gen)
+    problem = build_problem(config.system, gen, progress=progress)
     result = run_problem(problem, config, out_dir, progress=progress, generator=gen,
                          resume=resume, reuse=not force)
     if result is None:  # a data-parallel rank other than 0
@@ -102,7 +102,7 @@ def train_run(config: RunConfig, out_dir: str | Path, *, progress: bool = True,
     if distributed.is_main():
         write_config(out, config, device)
     gen = torch.Generator().manual_seed(config.seed)
-    problem = build_problem(config.system, gen)
+    problem = build_problem(config.system, gen, progress=progress)
     train_problem, x_a, x_b = split_holdout(problem, config)
     trainer, _, _ = train(problem, train_problem, x_a, x_b, config, gen, out, progress,
                           resume, device=device, reuse=not (force or resume))

@@ -89,6 +89,9 @@ def new_trainer(problem, train_problem, config: RunConfig, gen,
     if device is not None:
         b, s = b.to(device), s.to(device)
     interpolant = Interpolant(schedule, noise_projection(problem))
+    if config.training.coupling == "perm_kabsch_ot":   # minutes for large clusters: say so
+        say(f"aligning {len(train_problem.x_a)} + {len(train_problem.x_b)} samples onto one "
+            f"state-b sample (Hungarian relabelling + Kabsch rotation) for the OT coupling")
     return Trainer(train_problem, b, s, config.training, interpolant, gen)
 
 

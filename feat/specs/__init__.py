@@ -6,6 +6,8 @@ Each kind is a frozen dataclass whose fields are the table's keys and whose
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..config import ConfigError, from_mapping
@@ -28,9 +30,17 @@ KINDS = {
 }
 
 
-def build_problem(system: dict, generator: torch.Generator) -> TwoStateProblem:
-    """Validate a ``[system]`` table and build its problem (samples from ``generator``)."""
-    return build_spec(system).build(generator)
+def build_problem(system: dict, generator: torch.Generator, *,
+                  progress: bool = True) -> TwoStateProblem:
+    """Validate a ``[system]`` table and build its problem (samples from ``generator``).
+
+    ``progress=False`` turns off the sampler's progress bar of kinds that have one (a
+    ``progress`` key the table leaves unset), as ``--no-progress`` asks.
+    """
+    spec = build_spec(system)
+    if not progress and "progress" not in system and hasattr(spec, "progress"):
+        spec = dataclasses.replace(spec, progress=False)
+    return spec.build(generator)
 
 
 def build_spec(system: dict):

@@ -194,7 +194,9 @@ class LJSpec(HMCSettings):
     ``cache_dir`` (relative to the current
     directory); ``window_power``: shape of the s-schedule of :meth:`mbar_reference`;
     ``window_epsilon`` and ``epsilon_windows``: its two-leg path (module docstring);
-    ``reference``: a known ``ΔF`` in kT (e.g. from :meth:`mbar_reference`), or absent.
+    ``reference``: a known ``ΔF`` in kT (e.g. from :meth:`mbar_reference`), or absent;
+    ``progress``: a progress bar while HMC samples state b (the reference prints a line per
+    window instead).
     """
 
     n_particles: int = 13
@@ -206,6 +208,7 @@ class LJSpec(HMCSettings):
     epsilon_windows: int = 0
     trajectory_length: float = 1.0
     reference: float | None = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("step_size", "target_accept", "window_power", "window_epsilon",
@@ -289,7 +292,8 @@ class LJSpec(HMCSettings):
         x0 = initial_states(self.n_particles, energy.s, self.n_chains, gen)
         x, s, u, info = lj_hmc_samples(energy, window.get("n_samples") or self.n_samples_b,
                                        window.get("settings") or self._hmc_settings(), x0,
-                                       generator=gen, trajectory_length=self.trajectory_length)
+                                       generator=gen, trajectory_length=self.trajectory_length,
+                                       progress=self.progress and not window)
         meta = {"key": key, "hmc": info}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(path, x, scores=s, energies=u, metadata=meta)
