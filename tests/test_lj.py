@@ -98,7 +98,8 @@ def test_score_matches_autograd_and_finite_differences(s, eps):
         fd.view(3, -1)[:, k] = (energy(x + e) - energy(x - e)) / (2 * h)
     torch.testing.assert_close(score, -fd, rtol=1e-6, atol=1e-6)
     u, s2 = energy.energy_and_score(x)
-    torch.testing.assert_close(u, energy(x)) and torch.testing.assert_close(s2, score)
+    torch.testing.assert_close(u, energy(x))
+    torch.testing.assert_close(s2, score)
     assert score.sum(1).abs().max() < 1e-10  # translation invariance: COM-free score
 
 
@@ -231,7 +232,8 @@ def test_kind_builds_a_com_free_problem_and_caches_b(tmp_path):
     assert (p1.energy_a.s, p1.energy_b.s) == (0.0, 1.0)
     assert len(list(tmp_path.glob("lj4-b-*.npz"))) == 1
     p2 = build_problem(system, _gen(0))      # same seed: read back from the cache
-    torch.testing.assert_close(p2.x_b, p1.x_b) and torch.testing.assert_close(p2.x_a, p1.x_a)
+    torch.testing.assert_close(p2.x_b, p1.x_b)
+    torch.testing.assert_close(p2.x_a, p1.x_a)
     with pytest.raises(ValueError, match="n_particles"):
         build_problem({**system, "n_particles": 1}, _gen(0))
 
@@ -260,7 +262,8 @@ def test_reference_path_one_and_two_legs():
     path = reference_path(8, 0.5, 0.09, 3)
     t, s, eps = (np.array(v) for v in zip(*path, strict=True))
     assert path[0] == (0.0, 0.0, 0.0) and path[-1] == (2.0, 1.0, 1.0)   # the end states exactly
-    np.testing.assert_allclose(s[:5], window_schedule(5, 0.5)) and (s[5:] == 1.0).all()
+    np.testing.assert_allclose(s[:5], window_schedule(5, 0.5))
+    assert (s[5:] == 1.0).all()
     np.testing.assert_allclose(eps[:5], 0.09 * s[:5])                     # leg 1: ε = ε₀ s
     np.testing.assert_allclose(np.diff(np.sqrt(eps[4:])), 0.7 / 3)      # leg 2: √ε uniform
     np.testing.assert_allclose(t[4:], [1.0, 4 / 3, 5 / 3, 2.0])
