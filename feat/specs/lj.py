@@ -315,9 +315,9 @@ class LJSpec(HMCSettings):
                     for _, s, eps in path]
         samples, windows = [], []
         for k, ((_, s, eps), energy) in enumerate(zip(path, energies, strict=True)):
-            gen, t0 = torch.Generator().manual_seed(config.seed + k), time.perf_counter()
+            t0 = time.perf_counter()
             if energy.is_trap:
-                x = energy.sample(config.n_samples, gen)
+                x = energy.sample(config.n_samples, torch.Generator().manual_seed(config.seed + k))
                 info = {"s": s, "exact": True}
             else:   # cached: a rerun (more bootstraps, a failed solve) samples nothing again
                 x, _, meta = self._cached_hmc(config.seed + k, state="window", energy=energy,
