@@ -384,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", help="override the entries' seeds")
     p.add_argument("--run-root", type=Path, default=Path("runs/bench"))
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="with one thread, do not pin to one CPU (see feat.cpus)")
     p.add_argument("--no-isolate", action="store_true",
                    help="run in this process (peak memory is then the process's)")
     p.add_argument("--list", action="store_true", help="list entries and sets, then exit")
@@ -397,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{e.name}: {e.system} preset={e.preset} method={e.method} "
                       f"seeds={list(e.seeds)}")
             return 0
+        from .cpus import configure
+
+        print(configure(args.threads, pin=not args.no_pin), file=sys.stderr)
         records = run_benchmarks(args.names, args.json, args.md, catalog=args.catalog,
                                  seeds=args.seeds, isolate=not args.no_isolate,
                                  run_root=args.run_root, threads=args.threads)

@@ -24,6 +24,7 @@ import torch
 from openmm import unit
 from torch import Tensor
 
+from feat.cpus import unpin
 from feat.energies.base import Energy
 
 __all__ = ["OpenMMEnergy", "boltzmann_kt", "default_platform"]
@@ -147,6 +148,7 @@ _WORKER: _ContextEvaluator | None = None
 
 def _worker_init(system_xml: str, platform: str, properties: dict[str, str]) -> None:
     global _WORKER
+    unpin()  # a pinned parent's workers spread over the CPUs it had before pinning
     _WORKER = _ContextEvaluator(openmm.XmlSerializer.deserialize(system_xml), platform, properties)
 
 
