@@ -8,7 +8,8 @@ force, CPU platform, one OpenMM thread; 2026-12-07): 1,340 MD steps/s unpinned o
 machine, 4,700 steps/s pinned to one CPU, 4,400 unpinned while another job kept the second CPU
 busy. torch with one thread computes in the calling thread, so pinning costs it nothing.
 
-The CLI pins by default when torch runs with one thread (``--no-pin`` leaves placement to the
+The CLI pins by default when torch runs with one thread, to the CPU the scheduler placed it
+on unless another allowed CPU is clearly less busy (``--no-pin`` leaves placement to the
 operating system); a library user can call :func:`pin_one_cpu` themselves. The process pool of
 :class:`feat.energies.OpenMMEnergy` gives its workers back the CPUs the parent had before it
 was pinned (:func:`unpin`), so they still spread over the machine.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["allowed_cpus", "busy_fractions", "configure", "pin_one_cpu", "unpin"]
+__all__ = ["allowed_cpus", "busy_fractions", "configure", "current_cpu", "pin_one_cpu", "unpin"]
 
 _BEFORE_PIN = "FEAT_CPUS_BEFORE_PIN"  # inherited by child processes, so workers can unpin
 
@@ -61,14 +62,31 @@ def busy_fractions(interval: float = 0.1) -> dict[int, float]:
     return out
 
 
+def current_cpu() -> int | None:
+    """The CPU this process last ran on (field 39 of /proc/self/stat; None without /proc)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+    return int(fields[36])
+
+
 def _choose(cpus: list[int]) -> int:
-    """The CPU to pin to: under torchrun, one per local rank; else the least busy one (ties:
-    the highest number, as CPU 0 usually takes the interrupts)."""
+    """The CPU to pin to: under torchrun, one per local rank; else the one the scheduler put
+    this process on, unless another is clearly less busy (so jobs started together, which the
+    scheduler spreads, stay apart); among equally busy ones the highest number, as CPU 0
+    usually takes the interrupts."""
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and local_rank.isdigit():
         return cpus[int(local_rank) % len(cpus)]
-    busy = busy_fractions()
-    return min(cpus, key=lambda c: (round(busy.get(c, 0.0), 1), -c))
+    busy = {c: round(v, 1) for c, v in busy_fractions().items()}
+    here = current_cpu()
+    least = min(busy.get(c, 0.0) for c in cpus)
+    if here in cpus and busy.get(here, 0.0) <= least:
+        return here
+    return min(cpus, key=lambda c: (busy.get(c, 0.0), -c))
 
 
 def _set_all_threads(cpus: set[int]) -> None:
@@ -87,8 +105,9 @@ def _set_all_threads(cpus: set[int]) -> None:
 def pin_one_cpu(cpu: int | None = None) -> int | None:
     """Run this process (all its threads, and those it starts) on one CPU.
 
-    ``cpu`` defaults to the least busy allowed CPU. Returns the CPU, or None where the
-    operating system has no CPU affinity (macOS, Windows) or only one CPU is allowed.
+    ``cpu`` defaults to the CPU the process runs on, or a clearly less busy allowed one.
+    Returns the CPU, or None where the operating system has no CPU affinity (macOS, Windows)
+    or only one CPU is allowed.
     """
     if not hasattr(os, "sched_setaffinity"):
         return None

@@ -79,6 +79,13 @@ def test_busy_fractions_are_fractions_of_allowed_cpus():
     assert all(0.0 <= v <= 1.0 for v in busy.values())
 
 
+def test_current_cpu_is_an_allowed_cpu():
+    cpu = cpus.current_cpu()
+    if cpu is None:
+        pytest.skip("no /proc here")
+    assert cpu in cpus.allowed_cpus()
+
+
 def test_pin_refuses_a_cpu_outside_the_allowed_set():
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no CPU affinity on this OS")
