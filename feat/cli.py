@@ -228,7 +228,7 @@ def _threads_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads torch may use "
                    "(default 1, the fastest for small networks; under torchrun: per process)")
     p.add_argument("--no-pin", action="store_true", help="with one thread, do not pin the "
-                   "process to one CPU (pinning makes OpenMM's CPU platform ~3× faster on "
+                   "process to one CPU (pinning makes OpenMM's CPU platform ~4× faster on "
                    "small molecules; see feat.cpus)")
 
 

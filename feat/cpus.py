@@ -3,10 +3,12 @@
 Why pin a single-threaded run to one CPU: OpenMM's CPU platform computes on a worker thread
 while the calling thread waits for it, once per MD step or energy call. When the process may
 use every CPU, the two threads end up on different ones, and each hand-off waits for an idle
-CPU to wake up. Measured on the 2-vCPU development host (alanine dipeptide with its CustomGB
-force, CPU platform, one OpenMM thread; 2026-12-07): 1,340 MD steps/s unpinned on an idle
-machine, 4,700 steps/s pinned to one CPU, 4,400 unpinned while another job kept the second CPU
-busy. torch with one thread computes in the calling thread, so pinning costs it nothing.
+CPU to wake up. Measured on the 2-vCPU development host on an idle machine (alanine dipeptide
+with its CustomGB force, CPU platform, one OpenMM thread; ``systems/aldp_s/cpu_pinning.py``,
+2026-12-07): MD 1,040 steps/s unpinned against 4,630 pinned to one CPU, bridge energies and
+forces 1,160 against 5,070 configurations/s (4.4× both); unpinned MD ran at 4,400 steps/s while
+another job kept the second CPU busy. torch with one thread computes in the calling thread, so
+pinning costs it nothing.
 
 The CLI pins by default when torch runs with one thread, to the CPU the scheduler placed it
 on unless another allowed CPU is clearly less busy (``--no-pin`` leaves placement to the
@@ -145,7 +147,7 @@ def configure(threads: int | None = None, *, pin: bool = True) -> str:
     if cpu is None:
         return line
     return (f"{line}; pinned to CPU {cpu} of {_cpu_list()} (OpenMM's CPU platform hands each "
-            "step to a worker thread, 3.5× faster on one CPU on a 2-vCPU host; --no-pin leaves "
+            "step to a worker thread, 4.4× faster on one CPU on a 2-vCPU host; --no-pin leaves "
             "placement to the OS)")
 
 

@@ -73,6 +73,23 @@ def test_changed_transport_reruns_only_the_transport(first, tmp_path, capsys):
     assert changed["training"] == first["training"]
 
 
+def test_reference_is_not_part_of_the_checkpoint_identity():
+    """The system's reference value only grades the estimate: editing it must not retrain
+    (or re-transport), while any other system key still does."""
+    from pathlib import Path
+
+    from feat.config import load_run_config
+    from feat.pipeline.stages import identity
+
+    lj13 = Path(__file__).parents[1] / "systems" / "lj13"
+    base = load_run_config(lj13, None, {})
+    moved = load_run_config(lj13, None, {"system": {"reference": -1.0}})
+    assert moved.to_dict()["system"]["reference"] != base.to_dict()["system"]["reference"]
+    assert identity(moved) == identity(base)
+    other = load_run_config(lj13, None, {"system": {"n_samples_a": 123}})
+    assert identity(other) != identity(base)
+
+
 def test_changed_held_out_samples_retrain(first, tmp_path, capsys):
     """More transport starts would start from samples the checkpoint was trained on: retrain.
     Two trajectories per start sample hold out fewer samples (150 and 100): retrain too."""

@@ -30,9 +30,11 @@ __all__ = ["train", "transport_works", "gather_works", "write_results", "identit
 def identity(config: RunConfig) -> dict:
     """What a checkpoint must match to be resumed or reused: everything that shapes training,
     including how many samples of each state were held out of it for transport starts (a
-    checkpoint trained on samples that now start transports is never reused)."""
+    checkpoint trained on samples that now start transports is never reused). The system's
+    ``reference`` only grades the estimate, so editing it reuses both stages."""
     d, tc = config.to_dict(), config.transport
     d["training"].pop("checkpoint_every")
+    d["system"].pop("reference", None)
     held = {s: n_starts(n, tc.trajectories_per_start)
             for s, n in (("a", tc.n_forward), ("b", tc.n_reverse))}
     return {**{k: d[k] for k in ("system", "seed", "fields", "training")}, "held_out": held}
