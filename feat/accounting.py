@@ -246,9 +246,8 @@ def counted(energy: Energy, counter: Counter) -> CountedEnergy:
 
 def counted_problem(problem: TwoStateProblem, counter: Counter) -> TwoStateProblem:
     """The same problem (samples, scores, reference, metadata) with both energies counted."""
-    return TwoStateProblem(counted(problem.energy_a, counter), counted(problem.energy_b, counter),
-                           problem.x_a, problem.x_b, problem.score_a, problem.score_b,
-                           problem.reference, problem.name, problem.metadata)
+    return dataclasses.replace(problem, energy_a=counted(problem.energy_a, counter),
+                               energy_b=counted(problem.energy_b, counter))
 
 
 class CountedModule(nn.Module):

@@ -61,6 +61,8 @@ class TwoStateProblem:
         (n_a, *event_shape) and (n_b, *event_shape); tensors or arrays; n_a ≠ n_b is fine.
     score_a, score_b : ``−∇u`` at the samples, same shapes; computed by autograd when omitted.
     reference : the exact or reference ``ΔF = F_b − F_a`` in kT, if known.
+    reference_exact : True when ``reference`` is exact (analytic), False for an estimate such
+        as MBAR; reports then say "exact" or "reference".
     name : a label for reports.
     """
 
@@ -72,6 +74,7 @@ class TwoStateProblem:
     score_b: Tensor | None = None
     reference: float | None = None
     name: str = "problem"
+    reference_exact: bool = False
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):

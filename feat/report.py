@@ -135,8 +135,10 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     config, stored = cfg.get("config", cfg), results["estimate"]
     per_start = config.get("transport", {}).get("trajectories_per_start", 1)
     new = estimate(work_f, work_r, reference=stored.get("reference"),
+                   reference_exact=stored.get("reference_exact", False),
                    **_estimate_settings(config), **start_labels(per_start, work_f, work_r))
-    numbers = {k: v for k, v in _normalise(new.to_dict()).items() if k != "warnings"}
+    numbers = {k: v for k, v in _normalise(new.to_dict()).items()
+               if k != "warnings" and k in stored}  # results from before a field existed
     mismatches = tuple(_differences(numbers, {k: stored.get(k) for k in numbers}))
     return RunRecord(run_dir, config, cfg.get("provenance", {}), results, work_f, work_r, meta,
                      new, mismatches)

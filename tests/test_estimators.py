@@ -254,7 +254,19 @@ def test_bar_rejects_bad_solver_arguments():
 @pytest.fixture(scope="module")
 def bar_result() -> FreeEnergyEstimate:
     work_f, work_r = gaussian_works(0.0, 1.0, 400, 300, seed=50)
-    return estimate(work_f, work_r, reference=0.0, n_bootstrap=50)
+    return estimate(work_f, work_r, reference=0.0, reference_exact=True, n_bootstrap=50)
+
+
+def test_summary_says_exact_only_for_an_exact_reference(bar_result):
+    """An MBAR value is a reference with its own error, not the exact answer: say which."""
+    work_f, work_r = gaussian_works(0.0, 1.0, 400, 300, seed=50)
+    mbar = estimate(work_f, work_r, reference=0.0, n_bootstrap=50)
+    assert "(reference: 0, z = " in mbar.summary() and "exact" not in mbar.summary()
+    assert "(exact: 0, z = " in bar_result.summary()
+    for est in (mbar, bar_result):
+        again = FreeEnergyEstimate.from_dict(est.to_dict())
+        assert again.reference_exact == est.reference_exact and again.summary() == est.summary()
+    assert not estimate(work_f, reference=None, reference_exact=True).reference_exact
 
 
 def test_summary_contains_the_essentials(bar_result):
@@ -282,7 +294,8 @@ def test_one_sided_results():
     fwd = estimate(work_f, n_bootstrap=0)
     assert fwd.method == "Jarzynski forward" and fwd.reverse is None and fwd.n_r == 0
     assert fwd.delta_f == jarzynski_forward(work_f).delta_f and fwd.sigma_bootstrap is None
-    assert "exact" not in fwd.summary() and "rev" not in fwd.summary()
+    assert "exact" not in fwd.summary() and "reference" not in fwd.summary()
+    assert "rev" not in fwd.summary()
     rev = estimate(work_r=work_r)
     assert rev.method == "Jarzynski reverse" and rev.bounds.upper is None
     assert rev.delta_f == jarzynski_reverse(work_r).delta_f and rev.sigma_bootstrap > 0

@@ -136,7 +136,8 @@ def run_switching(problem: TwoStateProblem, settings: SwitchingSettings | None =
     res_f = _direction(fwd, problem.x_a, s.n_forward, s, seed, 0)
     res_r = _direction(fwd.reversed(), problem.x_b, s.n_reverse, s, seed, 1)
     work_f, work_r = (None if res is None else res.work for res in (res_f, res_r))
-    est = estimate(work_f, work_r, reference=problem.reference, n_bootstrap=s.n_bootstrap,
+    est = estimate(work_f, work_r, reference=problem.reference,
+                   reference_exact=problem.reference_exact, n_bootstrap=s.n_bootstrap,
                    seed=seed, nan_policy=s.nan_policy,
                    **start_labels(s.trajectories_per_start, work_f, work_r))
     return SwitchingRun(est, res_f, res_r, s, int(seed))

@@ -518,4 +518,4 @@ def internal_problem(problem: TwoStateProblem, zmatrix: ZMatrix,
     metadata["internal_coordinates"] = coords_a.describe()
     metadata["periods"] = coords.periods
     return TwoStateProblem(ea, eb, za, zb, reference=problem.reference, name=problem.name,
-                           metadata=metadata)
+                           reference_exact=problem.reference_exact, metadata=metadata)

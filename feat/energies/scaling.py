@@ -76,4 +76,5 @@ def rescale_problem(problem: TwoStateProblem, scale: float) -> TwoStateProblem:
     metadata["coordinate_scale"] = metadata.get("coordinate_scale", 1.0) * ea.scale
     return TwoStateProblem(ea, eb, problem.x_a * ea.scale, problem.x_b * ea.scale,
                            score_a=sa, score_b=sb, reference=problem.reference,
+                           reference_exact=problem.reference_exact,
                            name=problem.name, metadata=metadata)

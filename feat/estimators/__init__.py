@@ -75,6 +75,7 @@ def estimate(
     work_r: ArrayLike | None = None,
     *,
     reference: float | None = None,
+    reference_exact: bool = False,
     n_bootstrap: int | None = 200,
     seed: int | np.random.Generator | None = 0,
     nan_policy: str = "raise",
@@ -91,6 +92,9 @@ def estimate(
         Shape ``(n_r,)``: reverse works (b -> a) in kT; ``n_r`` may differ from ``n_f``.
     reference : float or None
         Exact or reference ΔF, reported with the z-score ``(ΔF - reference) / σ``.
+    reference_exact : bool
+        True when ``reference`` is exact (analytic); the summary then says "exact", else
+        "reference" (e.g. an MBAR value, which has its own error).
     n_bootstrap : int or None
         Bootstrap resamples for ``sigma_bootstrap``; ``0`` or ``None`` skips the bootstrap.
     seed : int or numpy.random.Generator or None
@@ -150,6 +154,7 @@ def estimate(
         n_r=0 if wr is None else wr.n,
         n_nan_dropped=(_n_nan(wf), _n_nan(wr)),
         reference=None if reference is None else float(reference),
+        reference_exact=bool(reference_exact) and reference is not None,
         n_starts=(_n_starts(groups[0], wf), _n_starts(groups[1], wr)) if shared else None,
     )
 

@@ -78,6 +78,8 @@ class FreeEnergyEstimate:
         ``(forward, reverse)`` numbers of NaN works dropped (``nan_policy="drop"``).
     reference : float or None
         An exact or reference ΔF to compare with.
+    reference_exact : bool
+        Whether ``reference`` is exact (analytic) rather than an estimate such as MBAR's.
     units : str
         ``"kT"``.
     n_starts : tuple of int or None
@@ -99,6 +101,7 @@ class FreeEnergyEstimate:
     reference: float | None = None
     units: str = "kT"
     n_starts: tuple[int, int] | None = None
+    reference_exact: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -133,7 +136,8 @@ class FreeEnergyEstimate:
             text += f" (bootstrap ± {self.sigma_bootstrap})"
         if self.reference is not None:
             z = "" if self.z is None else f", z = {self.z:+.2f}"
-            text += f"   (exact: {self.reference:g}{z})"
+            label = "exact" if self.reference_exact else "reference"
+            text += f"   ({label}: {self.reference:g}{z})"
         return text
 
     def _bounds_text(self) -> list[str]:
@@ -237,4 +241,5 @@ class FreeEnergyEstimate:
             units=str(data.get("units", "kT")),
             n_starts=(None if data.get("n_starts") is None
                       else tuple(int(n) for n in data["n_starts"])),
+            reference_exact=bool(data.get("reference_exact", False)),
         )

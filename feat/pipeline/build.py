@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..config import FieldsConfig, RunConfig, TransportConfig
@@ -123,10 +125,9 @@ def split_holdout(problem: TwoStateProblem, config: RunConfig) -> tuple:
                              "it, raise transport.trajectories_per_start or give more samples.")
     keep_a, keep_b = len(problem.x_a) - n_a, len(problem.x_b) - n_b
     cut = lambda v, k: None if v is None else v[:k]  # noqa: E731
-    train = TwoStateProblem(problem.energy_a, problem.energy_b, problem.x_a[:keep_a],
-                            problem.x_b[:keep_b], cut(problem.score_a, keep_a),
-                            cut(problem.score_b, keep_b), problem.reference, problem.name,
-                            problem.metadata)
+    train = dataclasses.replace(problem, x_a=problem.x_a[:keep_a], x_b=problem.x_b[:keep_b],
+                                score_a=cut(problem.score_a, keep_a),
+                                score_b=cut(problem.score_b, keep_b))
     return train, problem.x_a[keep_a:], problem.x_b[keep_b:]
 
 

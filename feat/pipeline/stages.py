@@ -237,7 +237,8 @@ def training_summary(trainer: Trainer) -> dict:
 def estimate_from(config: RunConfig, problem: TwoStateProblem, work_f, work_r
                   ) -> FreeEnergyEstimate:
     ec, tc = config.estimate, config.transport
-    return estimate(work_f, work_r, reference=problem.reference, n_bootstrap=ec.n_bootstrap,
+    return estimate(work_f, work_r, reference=problem.reference,
+                    reference_exact=problem.reference_exact, n_bootstrap=ec.n_bootstrap,
                     seed=config.seed, nan_policy=ec.nan_policy,
                     **start_labels(tc.trajectories_per_start, work_f, work_r))
 

@@ -34,7 +34,7 @@ class GaussianSpec:
             gb,
             ga.sample(self.n_samples_a, generator),
             gb.sample(self.n_samples_b, generator),
-            reference=-(gb.log_z() - ga.log_z()),
+            reference=-(gb.log_z() - ga.log_z()), reference_exact=True,
             name="gaussian",
         )
 
@@ -68,6 +68,6 @@ class GMMSpec:
             eb,
             ea.sample(self.n_samples_a, generator),
             eb.sample(self.n_samples_b, generator),
-            reference=0.0,
+            reference=0.0, reference_exact=True,
             name=f"gmm{self.dim}",
         )

@@ -368,7 +368,7 @@ class FreeFieldPairSpec:
             eb,
             xa,
             xb,
-            reference=-(eb.log_z() - ea.log_z()),
+            reference=-(eb.log_z() - ea.log_z()), reference_exact=True,
             name="free_field_pair",
             metadata={"lattice": True, "spec": asdict(self)},
         )
