@@ -71,7 +71,7 @@ def _mark_delta_f(ax: Any, delta_f: float | None, sigma: float | None,
         k = min(6, max(2, 1 - math.floor(math.log10(s)))) if s > 0 else 3  # σ to 2 digits
         ax.axvline(delta_f, color="black", lw=1.2, label=f"ΔF = {delta_f:.{k}f} ± {s:.{k}f}")
     if reference is not None:
-        ax.axvline(reference, color="tab:red", ls="--", lw=1.2, label=f"exact {reference:.4g}")
+        ax.axvline(reference, color="tab:red", ls="--", lw=1.2, label=f"reference {reference:.4g}")
 
 
 def _hist_range(values: list[np.ndarray], extra: list[float],
@@ -108,7 +108,7 @@ def plot_work_histograms(
     delta_f, sigma : float, optional
         The estimate and its standard error, drawn as a line and a grey band.
     reference : float, optional
-        The exact ΔF, drawn dashed.
+        The exact or reference ΔF, drawn dashed.
     bins : int
         Bins over the union of each direction's central 99 % of works (the legend counts
         the works left off). Works spread over more than ``WIDE_KT`` kT are drawn as counts
@@ -230,7 +230,7 @@ def plot_convergence(
     path : str or os.PathLike
         Destination PNG.
     reference : float, optional
-        The exact ΔF, drawn dashed.
+        The exact or reference ΔF, drawn dashed.
     n_points : int
         Prefix lengths, geometrically spaced (see :func:`convergence_curves`).
 
@@ -249,7 +249,7 @@ def plot_convergence(
         ax.fill_between(n, f - s, f + s, color=COLORS[name], alpha=0.2, lw=0)
         ax.plot(n, f, "o-", ms=3, color=COLORS[name], label=label)
     if reference is not None:
-        ax.axhline(reference, color="tab:red", ls="--", lw=1.2, label=f"exact {reference:.4g}")
+        ax.axhline(reference, color="tab:red", ls="--", lw=1.2, label=f"reference {reference:.4g}")
     ax.set_xscale("log")
     ax.set(xlabel="trajectories per direction (first k)", ylabel="ΔF (kT)",
            title="Convergence: estimate ± σ on growing prefixes of the works")
@@ -278,7 +278,7 @@ def plot_monitor(
     path : str or os.PathLike
         Destination PNG.
     reference : float, optional
-        The exact ΔF, drawn dashed.
+        The exact or reference ΔF, drawn dashed.
 
     Returns
     -------
@@ -295,7 +295,7 @@ def plot_monitor(
     top.errorbar(step, get["delta_f"], get["sigma"], fmt="o-", ms=3, color="black",
                  capsize=2, label="ΔF ± σ (BAR)")
     if reference is not None:
-        top.axhline(reference, color="tab:red", ls="--", lw=1.2, label=f"exact {reference:.4g}")
+        top.axhline(reference, color="tab:red", ls="--", lw=1.2, label=f"reference {reference:.4g}")
     top.set(ylabel="ΔF (kT)", title="In-training estimates (EMA fields)")
     top.legend(fontsize=8)
     gap = get["gap"]
