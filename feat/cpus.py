@@ -113,7 +113,7 @@ def pin_one_cpu(cpu: int | None = None) -> int | None:
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
-    cpus = allowed_cpus()
+    cpus = _cpus_before_pin()  # a second pin may move to any CPU the first one could
     if cpu is not None and cpu not in cpus:
         raise ValueError(f"pin_one_cpu: cpu must be one of the allowed CPUs {cpus}; got {cpu}.")
     if cpu is None and len(cpus) < 2:
@@ -127,9 +127,8 @@ def pin_one_cpu(cpu: int | None = None) -> int | None:
 def unpin() -> None:
     """Give this process back the CPUs allowed before :func:`pin_one_cpu` (here or in the
     parent process); a no-op when nothing was pinned."""
-    saved = os.environ.get(_BEFORE_PIN)
-    if saved and hasattr(os, "sched_setaffinity"):
-        _set_all_threads({int(c) for c in saved.split(",")})
+    if os.environ.get(_BEFORE_PIN) and hasattr(os, "sched_setaffinity"):
+        _set_all_threads(set(_cpus_before_pin()))
 
 
 def configure(threads: int | None = None, *, pin: bool = True) -> str:
@@ -151,10 +150,15 @@ def configure(threads: int | None = None, *, pin: bool = True) -> str:
             "placement to the OS)")
 
 
+def _cpus_before_pin() -> list[int]:
+    """The CPUs allowed before :func:`pin_one_cpu` (here or in a parent), else the allowed ones."""
+    saved = os.environ.get(_BEFORE_PIN)
+    return [int(c) for c in saved.split(",")] if saved else allowed_cpus()
+
+
 def _cpu_list() -> str:
     """The CPUs allowed before pinning, as text (e.g. ``0-1`` or ``0,2,5``)."""
-    saved = os.environ.get(_BEFORE_PIN)
-    cpus = [int(c) for c in saved.split(",")] if saved else allowed_cpus()
+    cpus = _cpus_before_pin()
     if cpus == list(range(cpus[0], cpus[-1] + 1)) and len(cpus) > 1:
         return f"{cpus[0]}-{cpus[-1]}"
     return ",".join(map(str, cpus))
