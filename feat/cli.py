@@ -375,10 +375,13 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import banners are not for users
     from .config import ConfigError
+    from .training import distributed
     from .training.checkpoint import CheckpointError
 
     try:
-        return args.func(args)
+        code = args.func(args)
+        distributed.shutdown()
+        return code
     except (ConfigError, ValueError, TypeError, CheckpointError, OSError) as err:
         print(f"feat: error: {err}", file=sys.stderr)
         return 2

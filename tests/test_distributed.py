@@ -141,6 +141,7 @@ def test_helpers_outside_torchrun_are_a_world_of_one(monkeypatch):
     g = torch.ones(3)
     distributed.all_reduce_mean_([g, None])
     distributed.barrier()
+    distributed.shutdown()
     assert torch.equal(g, torch.ones(3))
 
 
@@ -193,7 +194,8 @@ def _nonfinite_worker(rank: int, port: int, out: str) -> None:
         },
         f"{out}/rank{rank}.pt",
     )
-    dist.destroy_process_group()
+    distributed.shutdown()
+    assert not dist.is_initialized()
 
 
 def test_nonfinite_loss_on_one_rank_skips_the_step_on_all(tmp_path):

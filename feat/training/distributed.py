@@ -13,6 +13,7 @@ No state is kept here beyond what ``torch.distributed`` keeps itself.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ __all__ = [
     "is_main",
     "launched",
     "rank",
+    "shutdown",
     "world_size",
 ]
 
@@ -54,7 +56,24 @@ def init(device: str | torch.device | None = None) -> bool:
     if name == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=name)
+    atexit.register(shutdown, sync=False)  # a failed rank must not wait for the others
     return True
+
+
+def shutdown(sync: bool = True) -> None:
+    """Leave the process group (a no-op when not in one).
+
+    With ``sync`` every rank first waits at a barrier, so none tears down its connections
+    while a peer is still using them; gloo's worker threads otherwise may abort the process at
+    exit ("terminate called without an active exception"). Commands that finish normally call
+    it with ``sync``; :func:`init` registers the unsynchronised form at exit, for a rank that
+    fails (waiting there for ranks that will never come would hang the launch).
+    """
+    if not _on():
+        return
+    if sync and world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def _on() -> bool:
