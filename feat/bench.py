@@ -24,6 +24,7 @@ its own), and the markdown table is written from all of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import math
@@ -266,9 +267,7 @@ def run_benchmarks(names, out_json: str | Path | None = None, out_md: str | Path
     seed when ``merge``) and ``out_md`` (the table of all of them). ``isolate`` runs each
     (entry, seed) in a fresh process.
     """
-    from .storage import write_json
-
-    records, previous = [], _load(out_json) if out_json is not None and merge else {}
+    records = []
     for entry in _select(names, catalog):
         for seed in (seeds if seeds is not None else entry.seeds):
             print(f"bench: {entry.name} seed {seed} ...", file=sys.stderr, flush=True)
@@ -277,11 +276,41 @@ def run_benchmarks(names, out_json: str | Path | None = None, out_md: str | Path
             print(f"bench: {_summary(rec)}", file=sys.stderr, flush=True)
             records.append(rec)
             if out_json is not None:  # after every run, so a long batch keeps what it has
-                data = _merged(previous, records) if merge else {"records": records}
-                write_json(out_json, data)
-                if out_md is not None:
-                    Path(out_md).write_text(markdown_table(data["records"]))
+                _save(out_json, out_md, records, merge)
     return records
+
+
+def _save(out_json: str | Path, out_md: str | Path | None, records: list[dict],
+          merge: bool) -> None:
+    """Write ``records`` (merged into the file's current ones when ``merge``) and the table.
+
+    The file is read again under an exclusive lock (``out_json`` + ".lock", POSIX) at every
+    write, so two ``feat bench`` processes sharing one results file keep each other's records.
+    """
+    from .storage import write_json
+
+    with _locked(Path(str(out_json) + ".lock")):
+        data = _merged(_load(out_json), records) if merge else {"records": records}
+        write_json(out_json, data)
+        if out_md is not None:
+            Path(out_md).write_text(markdown_table(data["records"]))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` for the block (no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _isolated(entry: BenchEntry, seed: int, run_root: str, threads: int | None) -> dict:
