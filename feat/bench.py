@@ -221,6 +221,9 @@ def run_entry(entry: BenchEntry, seed: int, run_root: str | Path = "runs/bench",
 
 
 def _child(entry: BenchEntry, seed: int, run_root: str, threads: int | None) -> dict:
+    import logging
+
+    logging.getLogger("pymbar").setLevel(logging.ERROR)  # as in the CLI: no import banners
     try:
         return run_entry(entry, seed, run_root, threads)
     except Exception as err:  # recorded, so one failing entry does not stop the others
