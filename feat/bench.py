@@ -343,6 +343,21 @@ def _load(path: str | Path) -> dict:
     return data
 
 
+def recorded(names, out_json: str | Path, catalog: str | Path = DEFAULT_CATALOG
+             ) -> tuple[list[dict], list[str]]:
+    """The records of ``out_json`` that belong to the entries (or sets) ``names``, in the
+    catalog's order (all of them when ``names`` is empty), and the entries never run."""
+    records = _load(out_json)["records"]
+    if not names:
+        return records, []
+    out, missing = [], []
+    for entry in _select(names, catalog):
+        mine = sorted((r for r in records if r["entry"] == entry.name), key=lambda r: r["seed"])
+        out += mine
+        missing += [] if mine else [entry.name]
+    return out, missing
+
+
 def _merged(data: dict, new: list[dict]) -> dict:
     keys = {(r["entry"], r["seed"]) for r in new}
     old = [r for r in data["records"] if (r["entry"], r["seed"]) not in keys]
@@ -421,8 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-isolate", action="store_true",
                    help="run in this process (peak memory is then the process's)")
     p.add_argument("--list", action="store_true", help="list entries and sets, then exit")
+    p.add_argument("--show", action="store_true",
+                   help="print the table of the named entries' recorded runs (from --json) "
+                        "without running anything")
     args = p.parse_args(argv)
     try:
+        if args.show:
+            records, missing = recorded(args.names, args.json, args.catalog)
+            print(markdown_table(records), end="")
+            if missing:
+                print(f"not run yet (no record in {args.json}): {', '.join(missing)}",
+                      file=sys.stderr)
+            return 0
         if args.list or not args.names:
             entries, sets = load_catalog(args.catalog)
             for k, v in sets.items():

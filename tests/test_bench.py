@@ -183,3 +183,15 @@ def test_two_runners_sharing_one_file_keep_each_others_records(catalog, tmp_path
     monkeypatch.setattr(bench, "_save", other_runner_writes_first)
     run_benchmarks(["tiny-switching"], out_json, catalog=catalog, isolate=False, seeds=[1])
     assert sorted(r["seed"] for r in json.loads(out_json.read_text())["records"]) == [0, 1, 7]
+
+
+def test_show_prints_the_recorded_rows_without_running(catalog, tmp_path, capsys):
+    out_json = tmp_path / "b.json"
+    run_benchmarks(["tiny-switching"], out_json, catalog=catalog, isolate=False, seeds=[0])
+    capsys.readouterr()
+    assert main(["--show", "both", "--json", str(out_json), "--catalog", str(catalog)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("| tiny |") == 1 and "| switching |" in out
+    assert "not run yet" in err and "tiny-feat" in err
+    assert main(["--show", "--json", str(out_json), "--catalog", str(catalog)]) == 0
+    assert capsys.readouterr().out.count("| tiny |") == 1
