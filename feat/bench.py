@@ -383,7 +383,8 @@ def _row(r: dict) -> str:
     e = r.get("estimate") or {}
     one_sided = {"Jarzynski forward": " (forward only)", "Jarzynski reverse": " (reverse only)"}
     method = r["method"] + one_sided.get(e.get("method"), "")
-    head = f"| {r['system']} | {r.get('preset') or '–'} | {method} | {r['seed']} "
+    head = (f"| {r['entry']} | {r['system']} | {r.get('preset') or '–'} | {method} "
+            f"| {r['seed']} ")
     if "error" in r:
         return head + f"| failed: {r['error'][:80]} |" + " |" * 13
     tot, ref = r["counts"]["total"], e["reference"]
@@ -402,10 +403,10 @@ def _row(r: dict) -> str:
 
 def markdown_table(records: list[dict]) -> str:
     """The records as a markdown table, with the machines they ran on."""
-    lines = ["| system | preset | method | seed | ΔF ± σ (kT) | reference | \\|error\\| | "
+    lines = ["| entry | system | preset | method | seed | ΔF ± σ (kT) | reference | \\|error\\| | "
              "\\|error\\|/σ | gap | ESS f / r | u / ∇u evals | network evals | estimator evals | "
              "sampling steps | wall (s) | peak RSS (MiB) | date | git |",
-             "|" + "---|" * 18]
+             "|" + "---|" * 19]
     lines += [_row(r) for r in records]
     machines = sorted({f"{m['platform']}, {m['processor']}, {m['cpu_count']} CPUs"
                        + (f", {m['gpu']}" if m.get("gpu") else ", no GPU")
