@@ -16,7 +16,8 @@ def _pair():
     gen = torch.Generator().manual_seed(0)
     xa = 0.1 * torch.randn(50, 3, generator=gen, dtype=torch.float64)
     xb = 0.1 + 0.1 * torch.randn(40, 3, generator=gen, dtype=torch.float64)
-    return TwoStateProblem(a, b, xa, xb, reference=-(b.log_z() - a.log_z()))
+    return TwoStateProblem(a, b, xa, xb, reference=-(b.log_z() - a.log_z()),
+                           reference_exact=True, name="pair")
 
 
 def test_rescaled_energy_score_and_log_z():
@@ -41,7 +42,7 @@ def test_rescale_problem_keeps_delta_f_and_scales_samples_and_scores():
     p = _pair()
     sa, sb = p.scores()
     q = rescale_problem(p, 20.0)
-    assert q.reference == p.reference
+    assert q.reference == p.reference and q.reference_exact and q.name == "pair"
     exact = -(q.energy_b.log_z() - q.energy_a.log_z())
     assert exact == pytest.approx(p.reference, abs=1e-10)
     torch.testing.assert_close(q.x_a, 20.0 * p.x_a)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -517,5 +517,5 @@ def internal_problem(problem: TwoStateProblem, zmatrix: ZMatrix,
     metadata = {k: v for k, v in problem.metadata.items() if k not in drop}
     metadata["internal_coordinates"] = coords_a.describe()
     metadata["periods"] = coords.periods
-    return TwoStateProblem(ea, eb, za, zb, reference=problem.reference, name=problem.name,
-                           reference_exact=problem.reference_exact, metadata=metadata)
+    return replace(problem, energy_a=ea, energy_b=eb, x_a=za, x_b=zb, score_a=None,
+                   score_b=None, metadata=metadata)

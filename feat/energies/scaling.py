@@ -15,6 +15,7 @@ Jacobian cancels because both ends use the same scale).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from torch import Tensor
@@ -74,7 +75,6 @@ def rescale_problem(problem: TwoStateProblem, scale: float) -> TwoStateProblem:
     sa, sb = (None if s is None else s / ea.scale for s in (problem.score_a, problem.score_b))
     metadata = dict(problem.metadata)
     metadata["coordinate_scale"] = metadata.get("coordinate_scale", 1.0) * ea.scale
-    return TwoStateProblem(ea, eb, problem.x_a * ea.scale, problem.x_b * ea.scale,
-                           score_a=sa, score_b=sb, reference=problem.reference,
-                           reference_exact=problem.reference_exact,
-                           name=problem.name, metadata=metadata)
+    return dataclasses.replace(problem, energy_a=ea, energy_b=eb, x_a=problem.x_a * ea.scale,
+                               x_b=problem.x_b * ea.scale, score_a=sa, score_b=sb,
+                               metadata=metadata)
